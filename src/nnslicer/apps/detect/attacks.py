@@ -1,0 +1,534 @@
+"""The 17 adversarial attacks of NNSlicer's detection experiment, as named configurations.
+
+``run_attack(name, model, x, y)`` attacks a batch of inputs and reports, per input,
+whether the attack succeeded -- judged by us from the model's own predictions.
+``run_attacks_cached`` runs several attacks and keeps each result in a safetensors file,
+so an interrupted evaluation resumes from the attacks already done.
+
+Gradient and decision attacks come from foolbox 3 (JSMA from ART); ADef, single-pixel and
+local-search are our own (:mod:`.custom_attacks`). Both libraries are imported lazily: they
+are the optional ``nnslicer[attacks]`` dependencies.
+
+Conventions: models are classifiers returning logits, inputs lie in ``bounds``, and the
+L-infinity budgets of FGSM/PGD are fractions of the input range (``8/255`` of ``hi - lo``).
+Only inputs the model classifies correctly are attacked; the others are returned as they
+are and never count as a success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from nnslicer.apps.detect import custom_attacks
+
+__all__ = [
+    "ATTACK_NAMES",
+    "FAST_ATTACKS",
+    "AttackCacheWarning",
+    "AttackResult",
+    "run_attack",
+    "run_attacks_cached",
+]
+
+Bounds = tuple[float, float]
+# (model, x, y, bounds) -> adversarial candidates for one batch x
+Runner = Callable[[nn.Module, Tensor, Tensor, Bounds], Tensor]
+
+# Bump when an attack's behaviour changes, so that old cache files are not reused.
+_CACHE_FORMAT = 1
+
+
+@dataclass
+class AttackResult:
+    """What one attack produced on a batch of inputs."""
+
+    name: str
+    x_adv: Tensor  # (N, ...) adversarial inputs, always inside the bounds
+    success: Tensor  # (N,) bool: clean input correct and adversarial input misclassified
+    seconds: float
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of all N inputs on which the attack succeeded."""
+        return float(self.success.float().mean()) if len(self.success) else 0.0
+
+
+class AttackCacheWarning(UserWarning):
+    """A cached attack result could not be read and is being recomputed."""
+
+
+# --------------------------------------------------------------------------------------
+# Library wrappers
+# --------------------------------------------------------------------------------------
+
+
+def _foolbox() -> Any:
+    try:
+        with warnings.catch_warnings():
+            # foolbox 3.3.4 imports gaussian_filter from the deprecated scipy.ndimage.filters
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import foolbox
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError("this attack needs foolbox: pip install 'nnslicer[attacks]'") from err
+    return foolbox
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _fmodel(model: nn.Module, bounds: Bounds) -> Any:
+    return _foolbox().PyTorchModel(model, bounds=bounds, device=_device_of(model))
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.long, device=x.device)
+    return torch.cat([model(part).argmax(1) for part in torch.split(x, batch_size)])
+
+
+def _fixed_eps(make: Callable[[Any], Any], eps: float) -> Runner:
+    def run(model: nn.Module, x: Tensor, y: Tensor, bounds: Bounds) -> Tensor:
+        fb = _foolbox()
+        _, clipped, _ = make(fb.attacks)(_fmodel(model, bounds), x, y, epsilons=eps * _span(bounds))
+        return clipped
+
+    return run
+
+
+def _minimization(make: Callable[[Any], Any]) -> Runner:
+    def run(model: nn.Module, x: Tensor, y: Tensor, bounds: Bounds) -> Tensor:
+        fb = _foolbox()
+        _, clipped, _ = make(fb.attacks)(_fmodel(model, bounds), x, y, epsilons=None)
+        return clipped
+
+    return run
+
+
+def _with_init(make_init: Callable[[Any], Any], make: Callable[[Any], Any]) -> Runner:
+    """A foolbox attack that refines a starting adversarial found by an init attack.
+
+    foolbox raises (Boundary) or asserts (Pointwise) when the init attack fails on any
+    input, so the init attack runs here and only its successes are refined.
+    """
+
+    def run(model: nn.Module, x: Tensor, y: Tensor, bounds: Bounds) -> Tensor:
+        fb = _foolbox()
+        fmodel = _fmodel(model, bounds)
+        criterion = fb.criteria.Misclassification(y)
+        starts = make_init(fb.attacks).run(fmodel, x, criterion)
+        starts = starts.clamp(*bounds)
+        ok = _predict(model, starts) != y
+        out = starts.clone()
+        if bool(ok.any()):
+            out[ok] = make(fb.attacks).run(
+                fmodel, x[ok], fb.criteria.Misclassification(y[ok]), starting_points=starts[ok]
+            )
+        return out
+
+    return run
+
+
+def _spatial(model: nn.Module, x: Tensor, y: Tensor, bounds: Bounds) -> Tensor:
+    fb = _foolbox()
+    attack = fb.attacks.SpatialAttack(
+        max_translation=3, max_rotation=30, num_translations=5, num_rotations=5
+    )
+    adv, _, _ = attack(_fmodel(model, bounds), x, y)
+    return adv
+
+
+def _jsma(model: nn.Module, x: Tensor, y: Tensor, bounds: Bounds) -> Tensor:
+    try:
+        from art.attacks.evasion import SaliencyMapMethod
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError("jsma needs ART: pip install 'nnslicer[attacks]'") from err
+    device = _device_of(model)
+    with torch.no_grad():
+        logits = model(x)
+    classifier = PyTorchClassifier(
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(x.shape[1:]),
+        nb_classes=logits.shape[1],
+        clip_values=bounds,
+        device_type="gpu" if device.type == "cuda" else "cpu",
+    )
+    # ART's JSMA is targeted (random targets when none are given); aim for the runner-up
+    # class, the cheapest way out of the true class for an untargeted attack.
+    others = logits.clone()
+    others[torch.arange(len(y)), y] = -math.inf
+    targets = others.argmax(1).cpu().numpy()
+    # Papernot et al.'s setting: saturate pixels (theta = 1), change at most 14.5 % of them.
+    attack = SaliencyMapMethod(
+        classifier, theta=1.0 * _span(bounds), gamma=0.145, batch_size=len(x), verbose=False
+    )
+    adv = attack.generate(x=x.detach().cpu().numpy().astype(np.float32), y=targets)
+    return torch.from_numpy(adv).to(x.device, x.dtype)
+
+
+def _custom(fn: Callable[..., Tensor], **kwargs: Any) -> Runner:
+    def run(model: nn.Module, x: Tensor, y: Tensor, bounds: Bounds) -> Tensor:
+        return fn(model, x, y, bounds=bounds, **kwargs)
+
+    return run
+
+
+def _span(bounds: Bounds) -> float:
+    return float(bounds[1] - bounds[0])
+
+
+@dataclass(frozen=True)
+class _Spec:
+    runner: Runner
+    config: Mapping[str, Any]  # the settings, recorded in cache keys and metadata
+    linf_eps: float | None = None  # fraction of the input range; enforced on the output
+    images_only: bool = False
+
+
+def _fgsm(eps: float) -> _Spec:
+    return _Spec(
+        _fixed_eps(lambda a: a.LinfFastGradientAttack(random_start=False), eps),
+        {"attack": "foolbox.LinfFastGradientAttack", "eps": eps},
+        linf_eps=eps,
+    )
+
+
+def _pgd(eps: float) -> _Spec:
+    # Madry et al.'s step 2.5 * eps / steps, so that 10 steps can cross the whole ball
+    # (foolbox's default rel_stepsize of 0.033 would only move 0.33 eps in 10 steps).
+    settings = {"steps": 10, "rel_stepsize": 0.25, "random_start": True}
+    return _Spec(
+        _fixed_eps(lambda a: a.LinfPGD(**settings), eps),
+        {"attack": "foolbox.LinfPGD", "eps": eps, **settings},
+        linf_eps=eps,
+    )
+
+
+_DEEPFOOL = {"steps": 50, "candidates": 10, "overshoot": 0.02}
+_CW = {
+    "binary_search_steps": 5,
+    "steps": 100,
+    "stepsize": 0.05,
+    "confidence": 0.0,
+    "initial_const": 0.01,
+}
+_BOUNDARY = {"steps": 1000, "init": "LinearSearchBlendedUniformNoiseAttack(steps=50)"}
+_POINTWISE = {"init": "SaltAndPepperNoiseAttack(steps=1000)", "l2_binary_search": True}
+_SPATIAL = {"max_translation": 3, "max_rotation": 30, "num_translations": 5, "num_rotations": 5}
+_ADEF = {"max_iter": 50, "smooth": 1.0, "overshoot": 0.1, "candidates": 10}
+_SINGLE_PIXEL = {"max_pixels": 1000}
+_LOCAL_SEARCH = {"p": 10.0, "r": 1.5, "d": 5, "t": 5, "rounds": 150}
+
+_SPECS: dict[str, _Spec] = {
+    "fgsm-2": _fgsm(2 / 255),
+    "fgsm-4": _fgsm(4 / 255),
+    "fgsm-8": _fgsm(8 / 255),
+    "deepfool-l2": _Spec(
+        _minimization(lambda a: a.L2DeepFoolAttack(**_DEEPFOOL)),
+        {"attack": "foolbox.L2DeepFoolAttack", **_DEEPFOOL},
+    ),
+    "deepfool-linf": _Spec(
+        _minimization(lambda a: a.LinfDeepFoolAttack(**_DEEPFOOL)),
+        {"attack": "foolbox.LinfDeepFoolAttack", **_DEEPFOOL},
+    ),
+    "jsma": _Spec(
+        _jsma,
+        {"attack": "art.SaliencyMapMethod", "theta": 1.0, "gamma": 0.145, "target": "runner-up"},
+    ),
+    "pgd-2": _pgd(2 / 255),
+    "pgd-4": _pgd(4 / 255),
+    "pgd-8": _pgd(8 / 255),
+    "cw-l2": _Spec(
+        _minimization(lambda a: a.L2CarliniWagnerAttack(**_CW)),
+        {"attack": "foolbox.L2CarliniWagnerAttack", **_CW},
+    ),
+    "adef": _Spec(
+        _custom(custom_attacks.adef, **_ADEF),
+        {"attack": "nnslicer.adef", **_ADEF},
+        images_only=True,
+    ),
+    "single-pixel": _Spec(
+        _custom(custom_attacks.single_pixel, **_SINGLE_PIXEL),
+        {"attack": "nnslicer.single_pixel", **_SINGLE_PIXEL},
+        images_only=True,
+    ),
+    "local-search": _Spec(
+        _custom(custom_attacks.local_search, **_LOCAL_SEARCH),
+        {"attack": "nnslicer.local_search", **_LOCAL_SEARCH},
+        images_only=True,
+    ),
+    "boundary": _Spec(
+        _with_init(
+            lambda a: a.LinearSearchBlendedUniformNoiseAttack(steps=50),
+            lambda a: a.BoundaryAttack(steps=_BOUNDARY["steps"]),
+        ),
+        {"attack": "foolbox.BoundaryAttack", **_BOUNDARY},
+    ),
+    "spatial": _Spec(_spatial, {"attack": "foolbox.SpatialAttack", **_SPATIAL}, images_only=True),
+    "pointwise": _Spec(
+        _with_init(
+            lambda a: a.SaltAndPepperNoiseAttack(steps=1000),
+            lambda a: a.PointwiseAttack(l2_binary_search=True),
+        ),
+        {"attack": "foolbox.PointwiseAttack", **_POINTWISE},
+    ),
+    "gaussian-blur": _Spec(
+        _minimization(lambda a: a.GaussianBlurAttack(steps=200)),
+        {"attack": "foolbox.GaussianBlurAttack", "steps": 200},
+        images_only=True,
+    ),
+}
+
+ATTACK_NAMES: tuple[str, ...] = tuple(_SPECS)
+FAST_ATTACKS: tuple[str, ...] = ("fgsm-8", "pgd-8", "deepfool-linf", "single-pixel")
+
+
+# --------------------------------------------------------------------------------------
+# Running attacks
+# --------------------------------------------------------------------------------------
+
+
+def _spec(name: str) -> _Spec:
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown attack {name!r}; known attacks: {', '.join(ATTACK_NAMES)}"
+        ) from None
+
+
+def _check_inputs(x: Tensor, y: Tensor, bounds: Bounds) -> None:
+    lo, hi = bounds
+    if not lo < hi:
+        raise ValueError(f"bounds must satisfy lo < hi, got {bounds}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"expected labels of shape ({len(x)},), got {tuple(y.shape)}")
+    if x.numel() == 0:
+        return
+    x_min, x_max = float(x.min()), float(x.max())
+    if math.isnan(x_min) or math.isnan(x_max) or x_min < lo or x_max > hi:
+        raise ValueError(
+            f"inputs lie in [{x_min:.6g}, {x_max:.6g}] but the attack bounds are [{lo:g}, {hi:g}]"
+        )
+
+
+@contextlib.contextmanager
+def _attack_context(model: nn.Module, seed: int) -> Iterator[None]:
+    """Seed all RNGs the attacks use, without disturbing the caller's RNG state.
+
+    The model's parameters are frozen meanwhile: foolbox and ART differentiate with
+    ``loss.backward()``, which would otherwise accumulate ``.grad`` on the model.
+    """
+    params = list(model.parameters())
+    grad_flags = [p.requires_grad for p in params]
+    training = model.training
+    np_state = np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            for p in params:
+                p.requires_grad_(False)
+            yield
+    finally:
+        np.random.set_state(np_state)
+        for p, flag in zip(params, grad_flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+def run_attack(
+    name: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    bounds: Bounds = (0.0, 1.0),
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> AttackResult:
+    """Run attack ``name`` on ``x`` (labels ``y``) in batches; success judged by ``model``."""
+    spec = _spec(name)
+    bounds = (float(bounds[0]), float(bounds[1]))
+    _check_inputs(x, y, bounds)
+    if spec.images_only and x.ndim != 4:
+        shape = tuple(x.shape)
+        raise ValueError(f"attack {name!r} needs images of shape (N, C, H, W), got {shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+
+    start = time.perf_counter()
+    device = _device_of(model)
+    out_device = x.device
+    x = x.detach().to(device=device, dtype=torch.float32).contiguous()
+    y = y.detach().to(device=device, dtype=torch.long)
+    x_adv = x.clone()
+
+    with _attack_context(model, seed):
+        correct = _predict(model, x, batch_size) == y
+        todo = correct.nonzero().squeeze(1)
+        batches = torch.split(todo, batch_size)
+        for idx in tqdm(batches, desc=name, unit="batch", disable=not progress, leave=False):
+            xb = x[idx]
+            adv = spec.runner(model, xb, y[idx], bounds).detach().to(device, torch.float32)
+            adv = torch.where(torch.isfinite(adv), adv, xb).reshape(xb.shape)
+            if spec.linf_eps is not None:
+                eps = spec.linf_eps * _span(bounds)
+                adv = xb + (adv - xb).clamp(-eps, eps)
+            x_adv[idx] = adv.clamp(*bounds)
+        success = correct & (_predict(model, x_adv, batch_size) != y)
+
+    return AttackResult(
+        name=name,
+        x_adv=x_adv.to(out_device),
+        success=success.to(out_device),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------
+
+
+def _data_hash(x: Tensor, y: Tensor, bounds: Bounds, seed: int) -> str:
+    h = hashlib.sha256()
+    xs = x.detach().to("cpu", torch.float32).contiguous()
+    ys = y.detach().to("cpu", torch.int64).contiguous()
+    h.update(json.dumps({"x": list(xs.shape), "bounds": list(bounds), "seed": seed}).encode())
+    h.update(xs.numpy().tobytes())
+    h.update(ys.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _config_json(name: str) -> str:
+    return json.dumps({"format": _CACHE_FORMAT, **_spec(name).config}, sort_keys=True)
+
+
+def _cache_path(cache_dir: Path, name: str, fingerprint: str, data_hash: str) -> Path:
+    key = hashlib.sha256(f"{fingerprint}\0{_config_json(name)}".encode()).hexdigest()
+    return cache_dir / f"{name}-{key[:16]}-{data_hash[:16]}.safetensors"
+
+
+def _save(path: Path, result: AttackResult, meta: dict[str, Any]) -> None:
+    from safetensors.torch import save
+
+    tensors = {
+        "x_adv": result.x_adv.detach().to("cpu").contiguous(),
+        "success": result.success.detach().to("cpu").contiguous(),
+    }
+    payload = save(tensors, metadata={"nnslicer": json.dumps({**meta, "seconds": result.seconds})})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _load(path: Path, meta: dict[str, Any], x: Tensor) -> AttackResult:
+    """Read a cache file, checking it belongs to ``meta``; raises on any mismatch."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        stored = json.loads((fh.metadata() or {})["nnslicer"])
+        x_adv = fh.get_tensor("x_adv")
+        success = fh.get_tensor("success")
+    for key, value in meta.items():
+        if stored.get(key) != value:
+            raise ValueError(f"metadata {key!r} is {stored.get(key)!r}, expected {value!r}")
+    if tuple(x_adv.shape) != tuple(x.shape) or tuple(success.shape) != (len(x),):
+        raise ValueError(f"tensor shapes {tuple(x_adv.shape)}, {tuple(success.shape)} do not fit")
+    if success.dtype != torch.bool:
+        raise ValueError(f"success has dtype {success.dtype}, expected torch.bool")
+    return AttackResult(
+        name=meta["attack"],
+        x_adv=x_adv.to(x.device),
+        success=success.to(x.device),
+        seconds=float(stored["seconds"]),
+    )
+
+
+def run_attacks_cached(
+    names: Iterable[str],
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    cache_dir: Path,
+    *,
+    model_fingerprint: str,
+    bounds: Bounds = (0.0, 1.0),
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, AttackResult]:
+    """Run each attack once per (attack, model fingerprint, data), reusing cached results.
+
+    Results live in ``cache_dir`` as one safetensors file per attack, written atomically,
+    so an interrupted run resumes with the attacks it had not finished. An unreadable or
+    mismatching cache file triggers an :class:`AttackCacheWarning` and is recomputed.
+    """
+    names = list(dict.fromkeys(names))
+    for name in names:
+        _spec(name)
+    bounds = (float(bounds[0]), float(bounds[1]))
+    _check_inputs(x, y, bounds)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    data_hash = _data_hash(x, y, bounds, seed)
+
+    results: dict[str, AttackResult] = {}
+    bar = tqdm(names, desc="attacks", unit="attack", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        path = _cache_path(cache_dir, name, model_fingerprint, data_hash)
+        meta = {
+            "attack": name,
+            "model_fingerprint": model_fingerprint,
+            "data_hash": data_hash,
+            "config": _config_json(name),
+        }
+        if path.exists():
+            try:
+                results[name] = _load(path, meta, x)
+                continue
+            except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
+                warnings.warn(
+                    f"attack cache file {path} is unusable ({type(err).__name__}: {err}); "
+                    "recomputing",
+                    AttackCacheWarning,
+                    stacklevel=2,
+                )
+        result = run_attack(name, model, x, y, bounds=bounds, seed=seed, progress=progress)
+        _save(path, result, meta)
+        results[name] = result
+    return results

@@ -1,0 +1,83 @@
+"""Backward analysis (SPEC §4): propagate contributions from the criterion to the input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..trace.graph import OperatorGraph
+from .policy import SelectionPolicy
+from .step import Step
+
+#: name -> reference tensor broadcastable to the node's (B, *shape) value; None means zero.
+ReferenceFn = Callable[[str], Tensor | None]
+
+
+class BackwardState:
+    """Contributions of one batch chunk while the backward pass runs."""
+
+    def __init__(self, graph: OperatorGraph, values: dict[str, Any], reference: ReferenceFn,
+                 policy: SelectionPolicy, per_sample: bool):
+        self.graph = graph
+        self.values = values
+        self.reference = reference
+        self.policy = policy
+        self.per_sample = per_sample
+        self.live = {n.name for n in graph.live_nodes()}
+        self.contribs: dict[str, Tensor] = {}
+        self.synapses: dict[str, Tensor] = {}
+        self._deltas: dict[str, Tensor] = {}
+
+    def delta(self, name: str) -> Tensor:
+        if name not in self._deltas:
+            value = self.values[name].detach().to(torch.float64)
+            ref = self.reference(name)
+            self._deltas[name] = value if ref is None else value - ref
+        return self._deltas[name]
+
+    def add_contrib(self, name: str, contrib: Tensor) -> None:
+        if name in self.contribs:
+            self.contribs[name] += contrib
+        else:
+            self.contribs[name] = contrib.clone()
+
+    def synapse_buffer(self, name: str, shape: torch.Size, batch: int) -> Tensor:
+        if name not in self.synapses:
+            full = (batch, *shape) if self.per_sample else tuple(shape)
+            device = self.values[self.graph.output_name].device
+            self.synapses[name] = torch.zeros(full, dtype=torch.int64, device=device)
+        return self.synapses[name]
+
+
+def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: Tensor,
+                 reference: ReferenceFn, policy: SelectionPolicy, per_sample: bool
+                 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Contributions of every live node and every synapse for one batch chunk.
+
+    Returns point-level neuron contributions ((B, *shape) when per_sample, else summed over the
+    batch) and synapse contributions (same convention).
+    """
+    state = BackwardState(graph, values, reference, policy, per_sample)
+    state.contribs[graph.output_name] = seeds.to(torch.int64)
+    neurons: dict[str, Tensor] = {}
+    for node in reversed(graph.nodes):
+        value = values.get(node.name)
+        if not node.live or not isinstance(value, Tensor):
+            continue
+        # every consumer is done, so C of this node is final
+        c = state.contribs.pop(node.name, None)
+        if c is None:
+            c = torch.zeros(value.shape, dtype=torch.int64, device=value.device)
+        elif node.rule is not None and bool(c.any()):
+            node.rule.backward(Step(state, node, c))
+        neurons[node.name] = c if per_sample else c.sum(0)
+        state._deltas.pop(node.name, None)
+    neurons = {n.name: neurons[n.name] for n in graph.nodes if n.name in neurons}
+    synapses = {
+        name: state.synapse_buffer(name, param.shape, seeds.shape[0])  # zeros if never reached
+        for name, param in graph.synapse_parameters().items()
+    }
+    return neurons, synapses

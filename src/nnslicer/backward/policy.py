@@ -1,0 +1,106 @@
+"""Selection policies: which edges of an output point are kept, and with which sign.
+
+A rule computes the edges' terms; the policy decides. NNSlicer (SPEC §4) and EffectivePath
+(SPEC §7) share every rule and differ only here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+DEAD_OUTPUT_RATIO = 1e-3
+
+
+class SelectionPolicy(ABC):
+    """Decides kept edges and their signs; all methods work on whole batches of points."""
+
+    name: str
+    #: "dataset"/"class" references need a profile; "zero" compares with raw values.
+    uses_profile: bool = True
+
+    @abstractmethod
+    def weighted_sum(self, terms: Tensor, c_sign: Tensor, y_raw: Tensor) -> Tensor:
+        """terms (N, K) float64, c_sign (N,), y_raw (N,) raw output values -> signs (N, K) int64."""
+
+    @abstractmethod
+    def pointwise(self, c_sign: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
+        """One-to-one edge with a local gain (BN scale, f'(x), 1 for max) -> signs (same shape)."""
+
+    def movement(self, c_sign: Tensor) -> Tensor:
+        """Data movement passes the sign of C unchanged."""
+        return c_sign
+
+
+def theta_keep(terms: Tensor, theta: float) -> tuple[Tensor, Tensor]:
+    """SPEC §4 θ-selection. Returns (kept mask (N, K), T (N,))."""
+    mag = terms.abs()
+    total = terms.sum(dim=1)
+    if terms.shape[1] == 0:
+        return torch.zeros_like(terms, dtype=torch.bool), total
+    moved = total.abs() > DEAD_OUTPUT_RATIO * mag.amax(dim=1)
+    nonzero = terms != 0
+    if theta == 0:
+        return nonzero & moved[:, None], total
+    sorted_mag, order = mag.sort(dim=1, descending=True)
+    partial = terms.gather(1, order).cumsum(dim=1)
+    reached = (total[:, None] - partial).abs() < theta * total.abs()[:, None]
+    # k* is the first k that reaches; rounding can leave none reached, then keep all.
+    any_reached = reached.any(dim=1)
+    k_star = torch.where(any_reached, reached.to(torch.int8).argmax(dim=1), terms.shape[1] - 1)
+    cut = sorted_mag.gather(1, k_star[:, None])
+    kept = (mag >= cut) & nonzero & moved[:, None]
+    return kept, total
+
+
+class NNSlicerPolicy(SelectionPolicy):
+    """The paper's rule: θ-selection on relative terms, signed contributions."""
+
+    name = "nnslicer"
+
+    def __init__(self, theta: float = 0.2):
+        if not 0.0 <= theta < 1.0:
+            raise ValueError(f"theta must be in [0, 1), got {theta}; SPEC's default is 0.2")
+        self.theta = float(theta)
+
+    def weighted_sum(self, terms: Tensor, c_sign: Tensor, y_raw: Tensor) -> Tensor:
+        kept, total = theta_keep(terms, self.theta)
+        signs = (c_sign * total.sign().to(c_sign.dtype))[:, None] * terms.sign().to(c_sign.dtype)
+        return signs * kept
+
+    def pointwise(self, c_sign: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
+        s = dy.sign() * gain.sign() * dx.sign()
+        return c_sign * s.to(c_sign.dtype)
+
+
+class EffectivePathPolicy(SelectionPolicy):
+    """EffectivePath (Qiu et al. 2019) at synapse granularity: unsigned membership counts."""
+
+    name = "effective-path"
+    uses_profile = False
+
+    def __init__(self, theta: float = 0.5):
+        if not 0.0 < theta <= 1.0:
+            raise ValueError(f"EffectivePath theta must be in (0, 1], got {theta}; default 0.5")
+        self.theta = float(theta)
+
+    def weighted_sum(self, terms: Tensor, c_sign: Tensor, y_raw: Tensor) -> Tensor:
+        flip = torch.where(y_raw < 0, -1.0, 1.0).to(terms.dtype)
+        cand = (terms * flip[:, None]).clamp_min(0)
+        sorted_c, order = cand.sort(dim=1, descending=True)
+        running = sorted_c.cumsum(dim=1)
+        goal = self.theta * running[:, -1:]
+        # fewest largest candidates whose running sum reaches the goal
+        reached = running >= goal
+        k_star = reached.to(torch.int8).argmax(dim=1)
+        cut = sorted_c.gather(1, k_star[:, None])
+        kept = (cand >= cut) & (cand > 0)
+        return (c_sign != 0).to(torch.int64)[:, None] * kept
+
+    def pointwise(self, c_sign: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
+        return (c_sign != 0).to(torch.int64) * (gain != 0).to(torch.int64)
+
+    def movement(self, c_sign: Tensor) -> Tensor:
+        return (c_sign != 0).to(torch.int64)

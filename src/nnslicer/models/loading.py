@@ -1,0 +1,173 @@
+"""Loading user-defined models (``package.module:factory``) and checkpoints behind one helper."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnslicer.models.checkpoint import (
+    CheckpointError,
+    checkpoint_paths,
+    load_checkpoint,
+    load_safetensors,
+    state_dict_mismatch,
+)
+
+_SPEC_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+# Keys under which training scripts commonly nest the state dict.
+_NESTED_STATE_KEYS = ("state_dict", "model_state_dict")
+
+
+class ModelLoadError(ValueError):
+    """A user model spec or weights file could not be loaded."""
+
+
+def load_user_model(spec: str, weights: str | None = None, **factory_kwargs: Any) -> nn.Module:
+    """Import ``package.module:factory``, call it with ``factory_kwargs`` and load ``weights``.
+
+    ``weights`` may be a ``.safetensors`` file or anything ``torch.load(weights_only=True)``
+    reads: a bare state dict or a dict with a ``state_dict`` entry. The model is returned in
+    eval mode.
+    """
+    if not _SPEC_RE.match(spec):
+        raise ModelLoadError(
+            f"invalid model spec {spec!r}: expected 'package.module:factory' "
+            "(e.g. 'mypkg.nets:make_model')"
+        )
+    module_name, attr_path = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ModelLoadError(
+            f"cannot import module {module_name!r} for model spec {spec!r}: {_one_line(e)} "
+            "(is it installed or on PYTHONPATH?)"
+        ) from e
+    except Exception as e:
+        raise ModelLoadError(
+            f"importing module {module_name!r} failed: {type(e).__name__}: {_one_line(e)}"
+        ) from e
+
+    factory: Any = module
+    for part in attr_path.split("."):
+        if not hasattr(factory, part):
+            available = sorted(
+                n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+            )
+            hint = f" (callables there: {', '.join(available[:10])})" if available else ""
+            raise ModelLoadError(f"module {module_name!r} has no attribute {attr_path!r}{hint}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ModelLoadError(f"{spec!r} is not callable (it is a {type(factory).__name__})")
+
+    try:
+        model = factory(**factory_kwargs)
+    except Exception as e:
+        raise ModelLoadError(f"calling {spec} failed: {type(e).__name__}: {_one_line(e)}") from e
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(
+            f"{spec} returned a {type(model).__name__}, expected a torch.nn.Module"
+        )
+    if weights is not None:
+        load_weights_into(model, weights)
+    model.eval()
+    return model
+
+
+def load_weights_into(model: nn.Module, weights: str | os.PathLike[str]) -> nn.Module:
+    """Load a ``.safetensors`` or ``torch.save``d state dict into ``model`` (strict)."""
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelLoadError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            state = load_safetensors(path)
+        except CheckpointError as e:
+            raise ModelLoadError(str(e).replace("`nnslicer train`", "the tool that made it")) from e
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ModelLoadError(
+                f"cannot read weights {path} with torch.load(weights_only=True): "
+                f"{type(e).__name__}: {_one_line(e).split('. ')[0]}"
+            ) from e
+        state = _extract_state_dict(obj, path)
+    state = _strip_prefix(model, state, "module.")
+    mismatch = state_dict_mismatch(model, state)
+    if mismatch:
+        raise ModelLoadError(
+            f"weights {path} do not fit {type(model).__name__}: {mismatch}"
+        )
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_model(
+    arg: str, weights: str | None = None, **factory_kwargs: Any
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint (``x.safetensors``, ``x.json`` or stem ``x``) or a user model spec.
+
+    Returns ``(model, meta)``: the checkpoint's metadata, or for a user model
+    ``{"arch": None, "spec": arg, "weights": weights}``. The model is in eval mode.
+    """
+    weights_path, meta_path = checkpoint_paths(arg)
+    is_checkpoint_name = arg.endswith((".safetensors", ".json"))
+    if is_checkpoint_name or (":" not in arg and meta_path.is_file()):
+        if weights is not None:
+            raise ModelLoadError(f"--weights cannot be combined with checkpoint {arg}")
+        if meta_path.is_file():
+            return load_checkpoint(arg)
+        if weights_path.is_file():
+            raise ModelLoadError(
+                f"{weights_path} has no nnslicer metadata ({meta_path.name}); to use your own "
+                f"architecture pass 'package.module:factory' with weights {weights_path}"
+            )
+        raise ModelLoadError(f"checkpoint not found: {weights_path} / {meta_path}")
+    if ":" not in arg:
+        raise ModelLoadError(
+            f"{arg!r} is neither a checkpoint (no {meta_path} found) nor a "
+            "'package.module:factory' model spec"
+        )
+    model = load_user_model(arg, weights, **factory_kwargs)
+    return model, {"arch": None, "spec": arg, "weights": weights}
+
+
+def _extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in _NESTED_STATE_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise ModelLoadError(
+            f"{path} does not hold a state dict (got {type(obj).__name__}); save "
+            "model.state_dict() or {'state_dict': model.state_dict()}"
+        )
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise ModelLoadError(
+            f"{path} is not a state dict: entries that are not tensors: {', '.join(bad[:5])}"
+        )
+    return obj
+
+
+def _strip_prefix(
+    model: nn.Module, state: dict[str, torch.Tensor], prefix: str
+) -> dict[str, torch.Tensor]:
+    # Weights saved from nn.DataParallel carry a "module." prefix on every key.
+    expected = model.state_dict()
+    if state and all(k.startswith(prefix) for k in state) and not any(
+        k.startswith(prefix) for k in expected
+    ):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__

@@ -1,0 +1,203 @@
+"""Profiling (SPEC §2): per-point means over a dataset, overall and per class.
+
+Sums and counts are kept (not means), so profiles of data shards add up exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import InputError, ProfileMismatch
+from ..forward.recorder import record_values
+from ..storage import load_tensors, save_tensors
+from ..trace.graph import OperatorGraph
+
+
+def parameter_hash(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, by name."""
+    h = hashlib.sha256()
+    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def fingerprint(graph: OperatorGraph, shapes: dict[str, list[int]]) -> dict[str, Any]:
+    return {
+        "model": type(graph.module).__name__,
+        "nodes": shapes,
+        "parameters": parameter_hash(graph.module),
+    }
+
+
+def fingerprint_differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two model fingerprints (empty if they match)."""
+    diffs = []
+    a, b = expected["nodes"], found["nodes"]
+    missing, extra = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if missing or extra:
+        diffs.append(f"node names differ (only in profile: {missing[:5]}, only in model: {extra[:5]})")
+    for name in sorted(set(a) & set(b)):
+        if a[name] != b[name]:
+            diffs.append(f"node '{name}' has shape {b[name]} in the model but {a[name]} in the profile")
+            break
+    if not diffs and expected["parameters"] != found["parameters"]:
+        diffs.append("the parameters differ (the weights changed since profiling)")
+    return diffs
+
+
+def iter_batches(data: Any) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Normalise data to (inputs, labels or None) batches: a tensor, or batches with/without labels."""
+    if isinstance(data, Tensor):
+        data = [data]
+    for item in data:
+        if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], Tensor):
+            yield item[0], item[1]
+        elif isinstance(item, Tensor):
+            yield item, None
+        else:
+            raise InputError(
+                f"profiling data yields {type(item).__name__}; give batches of inputs or "
+                "(inputs, labels) tensor pairs"
+            )
+
+
+class Profile:
+    """Dataset means of every live node, and per-class sums and counts."""
+
+    def __init__(self, sums: dict[str, Tensor], class_sums: dict[str, Tensor],
+                 class_counts: Tensor, fingerprint: dict[str, Any]):
+        self.sums = sums
+        self.class_sums = class_sums
+        self.class_counts = class_counts
+        self.fingerprint = fingerprint
+
+    @property
+    def count(self) -> int:
+        return int(self.class_counts.sum())
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_counts.numel()
+
+    @property
+    def input_shape(self) -> list[int]:
+        return self.fingerprint["input_shape"]
+
+    def mean(self, name: str) -> Tensor:
+        return self.sums[name] / self.count
+
+    def class_mean(self, name: str, classes: Tensor) -> Tensor:
+        """Per-sample reference (B, *shape): the mean of each sample's class."""
+        counts = self.class_counts[classes]
+        if (counts == 0).any():
+            absent = sorted(set(classes[counts == 0].tolist()))
+            raise InputError(
+                f"class(es) {absent} have no profiling samples, so reference='class' has no mean "
+                "for them; profile with data of every class or use reference='dataset'"
+            )
+        sums = self.class_sums[name][classes]
+        return sums / counts.view(-1, *([1] * (sums.dim() - 1))).to(sums.dtype)
+
+    def __add__(self, other: Profile) -> Profile:
+        """Profile of the union of both datasets (for sharded profiling)."""
+        if fingerprint_differences(self.fingerprint, other.fingerprint):
+            raise ProfileMismatch("cannot add profiles of different models")
+        return Profile(
+            {k: v + other.sums[k] for k, v in self.sums.items()},
+            {k: v + other.class_sums[k] for k, v in self.class_sums.items()},
+            self.class_counts + other.class_counts,
+            self.fingerprint,
+        )
+
+    def check_model(self, graph: OperatorGraph) -> None:
+        """Raise ProfileMismatch naming what differs if this profile is not of ``graph``."""
+        known = self.fingerprint["nodes"]
+        now = {n.name: known.get(n.name) for n in graph.live_nodes()}
+        diffs = fingerprint_differences(self.fingerprint, fingerprint(graph, now))
+        if diffs:
+            raise ProfileMismatch(
+                f"this profile was made for another model: {diffs[0]}; profile this model again"
+            )
+
+    def save(self, path: str | Path) -> Path:
+        tensors = {"class_counts": self.class_counts}
+        for name, t in self.sums.items():
+            tensors[f"sum/{name}"] = t
+            tensors[f"class_sum/{name}"] = self.class_sums[name]
+        return save_tensors(path, tensors, {"kind": "profile", "fingerprint": self.fingerprint})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        tensors, meta = load_tensors(path, "profile")
+        sums = {k[4:]: v for k, v in tensors.items() if k.startswith("sum/")}
+        class_sums = {k[10:]: v for k, v in tensors.items() if k.startswith("class_sum/")}
+        return cls(sums, class_sums, tensors["class_counts"], meta["fingerprint"])
+
+
+def _check_batch(x: Tensor, expected: tuple[int, ...] | None, what: str) -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise InputError(f"{what} must be a float tensor, got {getattr(x, 'dtype', type(x))}")
+    if x.shape[0] == 0:
+        raise InputError(f"{what} is an empty batch; give at least one sample")
+    if expected is not None and tuple(x.shape[1:]) != expected:
+        raise InputError(
+            f"{what} has sample shape {tuple(x.shape[1:])} but {expected} was expected"
+        )
+    if not torch.isfinite(x).all():
+        raise InputError(f"{what} contains NaN or Inf values; clean the inputs first")
+
+
+def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = False,
+                    device: torch.device | str = "cpu") -> Profile:
+    """Accumulate sums (float64) over every batch of ``data``."""
+    from tqdm.auto import tqdm
+
+    sums: dict[str, Tensor] = {}
+    class_sums: dict[str, Tensor] = {}
+    counts: Tensor | None = None
+    input_shape: tuple[int, ...] | None = None
+    live = [n.name for n in graph.live_nodes()]
+    total = len(data) if hasattr(data, "__len__") and not isinstance(data, Tensor) else None
+    bar = tqdm(iter_batches(data), total=total, desc="profiling", unit="batch", disable=not progress)
+    for x, labels in bar:
+        _check_batch(x, input_shape, "profiling batch")
+        input_shape = tuple(x.shape[1:])
+        values = record_values(graph, x.to(device))
+        logits = values[graph.output_name]
+        if logits.dim() != 2:
+            raise InputError(
+                f"the model output has shape {tuple(logits.shape)}; nnslicer needs (batch, classes)"
+            )
+        k = logits.shape[1]
+        classes = logits.argmax(1) if labels is None else labels.to(logits.device).long()
+        if classes.numel() != x.shape[0]:
+            raise InputError(f"{classes.numel()} labels for a batch of {x.shape[0]} inputs")
+        if labels is not None and ((classes < 0) | (classes >= k)).any():
+            raise InputError(f"labels must be in [0, {k}) for this model's {k} outputs")
+        if counts is None:
+            counts = torch.zeros(k, dtype=torch.int64, device=logits.device)
+        counts += torch.bincount(classes, minlength=k)
+        for name in live:
+            v = values[name]
+            if not isinstance(v, Tensor):
+                continue
+            v = v.detach().to(torch.float64)
+            if name not in sums:
+                sums[name] = torch.zeros(v.shape[1:], dtype=torch.float64, device=v.device)
+                class_sums[name] = torch.zeros((k, *v.shape[1:]), dtype=torch.float64,
+                                               device=v.device)
+            sums[name] += v.sum(0)
+            class_sums[name].index_add_(0, classes, v)
+    if counts is None:
+        raise InputError("the profiling data is empty; give at least one batch")
+    shapes = {name: list(t.shape) for name, t in sums.items()}
+    fp = fingerprint(graph, shapes)
+    fp["input_shape"] = list(input_shape)
+    return Profile(sums, class_sums, counts, fp)

@@ -1,0 +1,65 @@
+"""What a slicing rule is, and the helpers the weighted-sum rules share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..errors import UnsupportedOperation
+
+if TYPE_CHECKING:
+    from ..backward.step import Step
+    from ..trace.graph import OperatorGraph, OpNode
+
+#: Most float64 terms materialised at once by a weighted-sum rule (bounds memory per chunk).
+TERM_BUDGET = 1 << 22
+
+
+class Rule:
+    """Passes contributions from a node's output points to its inputs (and synapses).
+
+    Subclasses set ``family`` and implement ``backward``; ``check`` rejects configurations the
+    rule cannot slice exactly, at trace time, so a bad model fails before any work is done.
+    """
+
+    family: ClassVar[str] = "rule"
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        """Raise UnsupportedOperation if this node's configuration is outside the rule."""
+
+    def synapse_names(self, node: OpNode) -> list[str]:
+        """Parameter names whose elements are synapses of this node."""
+        return []
+
+    def backward(self, step: Step) -> None:
+        raise NotImplementedError
+
+
+def unsupported(node: OpNode, reason: str) -> UnsupportedOperation:
+    return UnsupportedOperation(
+        f"node '{node.name}' ({node.kind}) cannot be sliced: {reason}; register a rule for it "
+        "with nnslicer.register_rule(<module class | function | method name>, rule), see "
+        "docs/rules.md"
+    )
+
+
+def live_point_chunks(c3: Tensor, width: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Yield (b, i, j, sign of C) for the points of a (B, I, J) contribution map with C != 0.
+
+    Chunks hold at most TERM_BUDGET terms of ``width`` edges each.
+    """
+    nz = c3.nonzero()
+    step = max(1, TERM_BUDGET // max(width, 1))
+    for start in range(0, nz.shape[0], step):
+        b, i, j = nz[start : start + step].unbind(1)
+        yield b, i, j, c3[b, i, j].sign()
+
+
+def sum_to_shape(t: Tensor, shape: torch.Size) -> Tensor:
+    """Undo broadcasting: sum a tensor down to ``shape`` (the vjp of expand)."""
+    if t.shape == shape:
+        return t
+    return t.sum_to_size(shape)

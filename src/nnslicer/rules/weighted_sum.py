@@ -1,0 +1,356 @@
+"""Weighted-sum rules: conv, linear, tensor ± tensor, average pooling and mean.
+
+Every output point n has terms t_i (its edges' shares of Δy); the policy keeps edges and signs
+(θ-selection for NNSlicer). Terms are built only for points with C != 0, in bounded chunks.
+Average pools use t = Δx: the divisor is one positive number per output point, and neither the
+θ rule nor the signs change when all terms of a point are scaled by it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Rule, live_point_chunks, sum_to_shape, unsupported
+
+if TYPE_CHECKING:
+    from ..backward.step import Step
+    from ..trace.graph import OperatorGraph, OpNode
+
+
+def _pair(v: int | tuple[int, ...], n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, tuple | list) else (v,) * n
+
+
+def _weight_name(node: OpNode) -> str:
+    """Name of the weight parameter of a conv/linear node (module or functional form)."""
+    if node.module is not None:
+        return f"{node.module_path}.weight"
+    w = node.fx_node.args[1] if len(node.fx_node.args) > 1 else node.fx_node.kwargs.get("weight")
+    return w.target
+
+
+def _check_weight_is_parameter(node: OpNode, graph: OperatorGraph) -> None:
+    if node.module is not None:
+        return
+    args = node.fx_node.args
+    w = args[1] if len(args) > 1 else node.fx_node.kwargs.get("weight")
+    if w is None or graph.parameter_of(w) is None:
+        raise unsupported(node, "its weight is not a parameter of the model")
+
+
+class ConvRule(Rule):
+    """Conv1d/Conv2d with any stride, padding, dilation and groups; t = w · Δx."""
+
+    family = "weighted_sum"
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        if node.module is not None and node.module.padding_mode != "zeros":
+            raise unsupported(node, f"padding_mode={node.module.padding_mode!r} (only 'zeros')")
+        _check_weight_is_parameter(node, graph)
+
+    def synapse_names(self, node: OpNode) -> list[str]:
+        return [_weight_name(node)]
+
+    def _config(self, step: Step) -> tuple[Tensor, tuple, tuple, object, int]:
+        m = step.module
+        if m is not None:
+            return m.weight, m.stride, m.dilation, m.padding, m.groups
+        weight = step.value(step.arg(1, "weight"))
+        return (
+            weight,
+            step.arg(3, "stride", 1),
+            step.arg(5, "dilation", 1),
+            step.arg(4, "padding", 0),
+            step.arg(6, "groups", 1),
+        )
+
+    def backward(self, step: Step) -> None:
+        weight, stride, dilation, padding, groups = self._config(step)
+        x_arg = step.arg(0, "input")
+        dx = step.delta(x_arg)
+        c_out = step.c_out
+        y_raw = step.value_out
+        one_d = dx.dim() == 3
+        if one_d:  # Conv1d is a Conv2d over a height of 1
+            dx, c_out, y_raw = dx.unsqueeze(2), c_out.unsqueeze(2), y_raw.unsqueeze(2)
+            weight = weight.unsqueeze(2)
+        kh, kw = weight.shape[-2:]
+        n = 1 if one_d else 2
+        stride2 = (1, *_pair(stride, 1)) if one_d else _pair(stride, 2)
+        dil2 = (1, *_pair(dilation, 1)) if one_d else _pair(dilation, 2)
+        pads = _explicit_padding(padding, (kh, kw), dil2, n)
+        xp = F.pad(dx, pads)
+        B, C, Hp, Wp = xp.shape
+        O = weight.shape[0]
+        G = groups
+        K = weight[0].numel()
+        cols = F.unfold(xp, (kh, kw), dilation=dil2, stride=stride2)
+        L = cols.shape[-1]
+        cols = cols.view(B, G, K, L)
+        w2 = weight.detach().reshape(O, K).to(torch.float64)
+        c3 = c_out.reshape(B, O, L)
+        y3 = y_raw.reshape(B, O, L)
+        in_cols = torch.zeros(B * G * L, K, dtype=torch.float64, device=dx.device)
+        syn = step.synapse_buffer(_weight_name(step.node), weight.shape).view(-1, K)
+        per_group = O // G
+        for b, o, pos, c_sign in live_point_chunks(c3, K):
+            g = o // per_group
+            terms = w2[o] * cols[b, g, :, pos]
+            signs = step.policy.weighted_sum(terms, c_sign, y3[b, o, pos].to(torch.float64))
+            syn.index_add_(0, step.synapse_rows(b, o, O), signs)
+            in_cols.index_add_(0, (b * G + g) * L + pos, signs.to(torch.float64))
+        folded = F.fold(
+            in_cols.view(B, G, L, K).permute(0, 1, 3, 2).reshape(B, G * K, L),
+            (Hp, Wp),
+            (kh, kw),
+            dilation=dil2,
+            stride=stride2,
+        )
+        pl, pr, pt, pb = pads
+        contrib = folded[:, :, pt : Hp - pb, pl : Wp - pr]
+        if one_d:
+            contrib = contrib.squeeze(2)
+        step.send(x_arg, contrib.round().to(torch.int64))
+
+
+def _explicit_padding(
+    padding: object, kernel: tuple[int, int], dilation: tuple, n: int
+) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding for F.pad from a conv's padding argument."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        sizes = []
+        for k, d in zip(kernel, dilation, strict=True):
+            total = d * (k - 1)
+            sizes.append((total // 2, total - total // 2))
+        (pt, pb), (pl, pr) = sizes
+        return (pl, pr, pt, pb)
+    if n == 1:
+        (p,) = _pair(padding, 1)
+        return (p, p, 0, 0)
+    ph, pw = _pair(padding, 2)
+    return (pw, pw, ph, ph)
+
+
+class LinearRule(Rule):
+    """Linear on the last dimension (any leading dims); t = w · Δx."""
+
+    family = "weighted_sum"
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        _check_weight_is_parameter(node, graph)
+
+    def synapse_names(self, node: OpNode) -> list[str]:
+        return [_weight_name(node)]
+
+    def backward(self, step: Step) -> None:
+        x_arg = step.arg(0, "input")
+        weight = step.module.weight if step.module is not None else step.value(step.arg(1))
+        O, K = weight.shape
+        dx = step.delta(x_arg)
+        B = dx.shape[0]
+        x3 = dx.reshape(B, -1, K)
+        P = x3.shape[1]
+        c3 = step.c_out.reshape(B, P, O)
+        y3 = step.value_out.reshape(B, P, O)
+        w = weight.detach().to(torch.float64)
+        in_contrib = torch.zeros(B * P, K, dtype=torch.float64, device=dx.device)
+        syn = step.synapse_buffer(_weight_name(step.node), weight.shape).view(-1, K)
+        for b, p, o, c_sign in live_point_chunks(c3, K):
+            terms = w[o] * x3[b, p]
+            signs = step.policy.weighted_sum(terms, c_sign, y3[b, p, o].to(torch.float64))
+            syn.index_add_(0, step.synapse_rows(b, o, O), signs)
+            in_contrib.index_add_(0, b * P + p, signs.to(torch.float64))
+        step.send(x_arg, in_contrib.view(dx.shape).round().to(torch.int64))
+
+
+class AddSubRule(Rule):
+    """tensor ± tensor (broadcasting, in-place too): t = ±Δx of the aligned points.
+
+    With one live operand and a constant it is data movement (x + c, x − c) or a scale by −1
+    (c − x): the constant has Δ = 0 and would otherwise leave a single-term weighted sum.
+    """
+
+    family = "weighted_sum"
+
+    def __init__(self, subtract: bool):
+        self.subtract = subtract
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        args = node.fx_node.args
+        if len(args) < 2:
+            raise unsupported(node, "expected two operands")
+
+    def backward(self, step: Step) -> None:
+        a, b = step.arg(0), step.arg(1, "other")
+        alpha = step.kwargs.get("alpha", 1)
+        sign_b = -alpha if self.subtract else alpha
+        c = step.c_out
+        if not (step.is_live(a) and step.is_live(b)):
+            self._with_constant(step, a, b, sign_b)
+            return
+        shape = c.shape
+        flat_c = c.reshape(-1)
+        idx = flat_c.nonzero().squeeze(1)
+        da = step.delta(a).expand(shape).reshape(-1)[idx]
+        db = step.delta(b).expand(shape).reshape(-1)[idx] * sign_b
+        y = step.value_out.reshape(-1)[idx].to(torch.float64)
+        signs = step.policy.weighted_sum(torch.stack([da, db], dim=1), flat_c[idx].sign(), y)
+        for operand, column in ((a, 0), (b, 1)):
+            full = torch.zeros(flat_c.shape, dtype=torch.int64, device=c.device)
+            full[idx] = signs[:, column]
+            step.send(operand, sum_to_shape(full.view(shape), step.value(operand).shape))
+
+    def _with_constant(self, step: Step, a: object, b: object, sign_b: float) -> None:
+        c_sign = step.c_out.sign()
+        if step.is_live(a) or sign_b > 0:
+            live = a if step.is_live(a) else b
+            signs = step.policy.movement(c_sign)
+        else:  # constant − x: a scale by a negative factor
+            live = b
+            signs = step.policy.pointwise(
+                c_sign, step.delta_out, torch.tensor(float(sign_b)), step.delta(b).expand(c_sign.shape)
+            )
+        step.send(live, sum_to_shape(signs, step.value(live).shape))
+
+
+def _window_backward(step: Step, x_arg: object, table: Tensor, channels: int) -> None:
+    """Weighted sum over windows given by ``table`` (L_out, K) of flat input positions.
+
+    The input is seen as (B, channels, P); entries equal to P in the table are padding.
+    """
+    dx = step.delta(x_arg)
+    B = dx.shape[0]
+    x3 = dx.reshape(B * channels, -1)
+    P = x3.shape[1]
+    x3 = torch.cat([x3, x3.new_zeros(B * channels, 1)], dim=1)
+    L, K = table.shape
+    c3 = step.c_out.reshape(B, channels, L)
+    y3 = step.value_out.reshape(B, channels, L)
+    in_contrib = torch.zeros(B * channels, P + 1, dtype=torch.float64, device=dx.device)
+    for b, ch, pos, c_sign in live_point_chunks(c3, K):
+        rows = (b * channels + ch)[:, None].expand(-1, K)
+        cols = table[pos]
+        terms = x3[rows, cols]
+        signs = step.policy.weighted_sum(terms, c_sign, y3[b, ch, pos].to(torch.float64))
+        in_contrib.index_put_((rows, cols), signs.to(torch.float64), accumulate=True)
+    step.send(x_arg, in_contrib[:, :P].reshape(dx.shape).round().to(torch.int64))
+
+
+def _sliding_table(spatial: tuple[int, ...], out: tuple[int, ...], kernel: tuple, stride: tuple,
+                   padding: tuple, device: torch.device) -> Tensor:
+    """Window table of a (1-D or 2-D) sliding pool, padding points mapped to the sentinel."""
+    H, W = (1, *spatial) if len(spatial) == 1 else spatial
+    Ho, Wo = (1, *out) if len(out) == 1 else out
+    kh, kw = (1, kernel[0]) if len(kernel) == 1 else kernel
+    sh, sw = (1, stride[0]) if len(stride) == 1 else stride
+    ph, pw = (0, padding[0]) if len(padding) == 1 else padding
+    P = H * W
+    ids = torch.arange(1, P + 1, dtype=torch.float64, device=device).view(1, 1, H, W)
+    # extra right/bottom zeros give the windows that ceil_mode adds; the crop keeps Ho × Wo
+    ids = F.pad(ids, (pw, pw + sw, ph, ph + sh))
+    cols = F.unfold(ids, (kh, kw), stride=(sh, sw))
+    n_w = (ids.shape[-1] - kw) // sw + 1
+    cols = cols.view(kh * kw, -1, n_w)[:, :Ho, :Wo].reshape(kh * kw, Ho * Wo)
+    table = cols.t().long() - 1
+    table[table < 0] = P
+    return table
+
+
+class AvgPoolRule(Rule):
+    """AvgPool1d/2d (module or functional): the pooled window, t = Δx / divisor."""
+
+    family = "weighted_sum"
+
+    def backward(self, step: Step) -> None:
+        x_arg = step.arg(0, "input")
+        m = step.module
+        x = step.value(x_arg)
+        spatial = tuple(x.shape[2:])
+        n = len(spatial)
+        if m is not None:
+            kernel, stride, padding = m.kernel_size, m.stride, m.padding
+        else:
+            kernel = step.arg(1, "kernel_size")
+            stride = step.arg(2, "stride", None)
+            padding = step.arg(3, "padding", 0)
+        kernel = _pair(kernel, n)
+        stride = _pair(stride, n) if stride not in (None, [], ()) else kernel
+        padding = _pair(padding, n)
+        out = tuple(step.value_out.shape[2:])
+        table = _sliding_table(spatial, out, kernel, stride, padding, x.device)
+        _window_backward(step, x_arg, table, x.shape[1])
+
+
+def _adaptive_windows(size_in: int, size_out: int) -> list[range]:
+    return [
+        range((i * size_in) // size_out, math.ceil((i + 1) * size_in / size_out))
+        for i in range(size_out)
+    ]
+
+
+class AdaptiveAvgPoolRule(Rule):
+    """AdaptiveAvgPool1d/2d: PyTorch's adaptive windows, t = Δx / window size."""
+
+    family = "weighted_sum"
+
+    def backward(self, step: Step) -> None:
+        x_arg = step.arg(0, "input")
+        x = step.value(x_arg)
+        spatial = tuple(x.shape[2:])
+        out = tuple(step.value_out.shape[2:])
+        per_dim = [_adaptive_windows(i, o) for i, o in zip(spatial, out, strict=True)]
+        P = math.prod(spatial)
+        strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]
+        windows: list[list[int]] = [[0]]
+        for d, dim_windows in enumerate(per_dim):
+            windows = [
+                [base + k * strides[d] for base in prev for k in win]
+                for prev in windows
+                for win in dim_windows
+            ]
+        K = max(len(w) for w in windows)
+        table = torch.full((len(windows), K), P, dtype=torch.long)
+        for i, w in enumerate(windows):
+            table[i, : len(w)] = torch.tensor(w)
+        _window_backward(step, x_arg, table.to(x.device), x.shape[1])
+
+
+class MeanRule(Rule):
+    """Mean over given dims (not the batch dim): the reduced points, t = Δx / count."""
+
+    family = "weighted_sum"
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        args, kwargs = node.fx_node.args, node.fx_node.kwargs
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if dim is None:
+            raise unsupported(node, "mean over all dims would mix samples; give dim=")
+        dims = dim if isinstance(dim, tuple | list) else (dim,)
+        if any(d == 0 for d in dims):
+            raise unsupported(node, "mean over the batch dim mixes samples")
+
+    def backward(self, step: Step) -> None:
+        x_arg = step.arg(0, "input")
+        x = step.value(x_arg)
+        dim = step.arg(1, "dim")
+        dims = dim if isinstance(dim, tuple | list) else (dim,)
+        dims = sorted({d % x.dim() for d in dims})
+        if 0 in dims:
+            raise unsupported(step.node, "mean over the batch dim mixes samples")
+        inner = tuple(x.shape[1:])
+        keep = [d - 1 for d in range(1, x.dim()) if d not in dims]
+        reduced = [d - 1 for d in dims]
+        ids = torch.arange(math.prod(inner), device=x.device).view(inner)
+        K = math.prod(inner[d] for d in reduced)
+        table = ids.permute(*keep, *reduced).reshape(-1, K)
+        _window_backward(step, x_arg, table, 1)
+
+
+CONV_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
