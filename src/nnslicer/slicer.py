@@ -79,7 +79,8 @@ class Slicer:
 
     def __init__(self, model: nn.Module, theta: float = 0.2, *, batch_size: int = 16,
                  device: str | torch.device = "cpu", progress: bool = False,
-                 policy: SelectionPolicy | None = None):
+                 policy: SelectionPolicy | None = None, executor: str | None = None,
+                 num_workers: int = 2):
         if isinstance(model, nn.Module) and model.training:
             warnings.warn(
                 "the model is in training mode; nnslicer slices an eval-mode copy (BatchNorm "
@@ -95,12 +96,24 @@ class Slicer:
         self.batch_size = batch_size
         self.progress = progress
         self._profile: Profile | None = None
+        # None/"serial": this process; "ray"/"local": a local Ray cluster; else a Ray address
+        self.executor = None if executor in (None, "serial") else executor
+        self.num_workers = num_workers
+
+    def _ray_address(self) -> str | None:
+        return None if self.executor in ("ray", "local") else self.executor
 
     # ----------------------------------------------------------------- profiling
     def profile(self, data: Iterable | Tensor, *, progress: bool | None = None) -> Profile:
         """Profile over ``data`` (batches of inputs or of (inputs, labels)) and keep it."""
         show = self.progress if progress is None else progress
-        self._profile = profile_batches(self.graph, data, progress=show, device=self.device)
+        if self.executor is not None:
+            from .parallel.ray_backend import ray_profile
+
+            self._profile = ray_profile(self, data, address=self._ray_address(),
+                                        num_workers=self.num_workers)
+        else:
+            self._profile = profile_batches(self.graph, data, progress=show, device=self.device)
         return self._profile
 
     def use_profile(self, profile: Profile | str | Path) -> Profile:
@@ -145,6 +158,11 @@ class Slicer:
         self.check_inputs(x)
         if isinstance(target, Tensor) and target.dim() >= 1 and target.shape[0] != x.shape[0]:
             raise InputError(f"target has {target.shape[0]} rows for {x.shape[0]} input samples")
+        if self.executor is not None:
+            from .parallel.ray_backend import ray_slice
+
+            return ray_slice(self, x, target, reference, per_sample,
+                             address=self._ray_address(), num_workers=self.num_workers)
         from tqdm.auto import tqdm
 
         neurons = synapses = None

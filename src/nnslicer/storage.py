@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import FileFormatError
+from .io_utils import atomic_write
 
 _META_KEY = "nnslicer"
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write tensors plus JSON metadata to ``path`` via a temp file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(contiguous, tmp, metadata={_META_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    header = {_META_KEY: json.dumps(meta)}
+    return atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=header))
 
 
 def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -40,8 +30,6 @@ def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
         raise FileFormatError(f"{kind} file {path} does not exist; check the path")
     try:
         tensors = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
         meta = json.loads(header[_META_KEY])

@@ -220,7 +220,7 @@ def local_search(
     y: Tensor,
     *,
     bounds: tuple[float, float] = (0.0, 1.0),
-    p: float = 10.0,
+    p: float | None = None,
     r: float = 1.5,
     d: int = 5,
     t: int = 5,
@@ -265,8 +265,11 @@ def local_search(
         owner, loc = pairs[:, 0], pairs[:, 1]
         probes = cur[act[owner]].clone()  # (M, C, L)
         picked = probes[torch.arange(len(loc)), :, loc]
-        sign = torch.where(picked >= 0, 1.0, -1.0).to(probes.dtype)
-        probes[torch.arange(len(loc)), :, loc] = p * sign
+        if p is None:
+            probes[torch.arange(len(loc)), :, loc] = _cyclic(r * picked, -0.5, 0.5)
+        else:
+            sign = torch.where(picked >= 0, 1.0, -1.0).to(probes.dtype)
+            probes[torch.arange(len(loc)), :, loc] = p * sign
         with torch.no_grad():
             probs = torch.cat(
                 [
