@@ -59,6 +59,7 @@ class NNSlicerPolicy(SelectionPolicy):
     """The paper's rule: θ-selection on relative terms, signed contributions."""
 
     name = "nnslicer"
+    kernel_mode = 0  # backward.kernels.MODE_NNSLICER
 
     def __init__(self, theta: float = 0.2):
         if not 0.0 <= theta < 1.0:
@@ -79,6 +80,7 @@ class EffectivePathPolicy(SelectionPolicy):
     """EffectivePath (Qiu et al. 2019) at synapse granularity: unsigned membership counts."""
 
     name = "effective-path"
+    kernel_mode = 1  # backward.kernels.MODE_EFFECTIVE_PATH
     uses_profile = False
 
     def __init__(self, theta: float = 0.5):

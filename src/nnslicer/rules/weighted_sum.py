@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Rule, live_point_chunks, sum_to_shape, unsupported
+from ..backward import kernels
+from .base import TERM_BUDGET, Rule, live_point_chunks, sum_to_shape, unsupported
 
 if TYPE_CHECKING:
     from ..backward.step import Step
@@ -80,42 +81,66 @@ class ConvRule(Rule):
             dx, c_out, y_raw = dx.unsqueeze(2), c_out.unsqueeze(2), y_raw.unsqueeze(2)
             weight = weight.unsqueeze(2)
         kh, kw = weight.shape[-2:]
-        n = 1 if one_d else 2
         stride2 = (1, *_pair(stride, 1)) if one_d else _pair(stride, 2)
         dil2 = (1, *_pair(dilation, 1)) if one_d else _pair(dilation, 2)
-        pads = _explicit_padding(padding, (kh, kw), dil2, n)
+        pads = _explicit_padding(padding, (kh, kw), dil2, 1 if one_d else 2)
         xp = F.pad(dx, pads)
-        B, C, Hp, Wp = xp.shape
-        O = weight.shape[0]
-        G = groups
-        K = weight[0].numel()
-        cols = F.unfold(xp, (kh, kw), dilation=dil2, stride=stride2)
+        B, _, Hp, Wp = xp.shape
+        O, K = weight.shape[0], weight[0].numel()
+        cols = F.unfold(xp, (kh, kw), dilation=dil2, stride=stride2)  # (B, G*K, L)
         L = cols.shape[-1]
-        cols = cols.view(B, G, K, L)
-        w2 = weight.detach().reshape(O, K).to(torch.float64)
-        c3 = c_out.reshape(B, O, L)
-        y3 = y_raw.reshape(B, O, L)
-        in_cols = torch.zeros(B * G * L, K, dtype=torch.float64, device=dx.device)
-        syn = step.synapse_buffer(_weight_name(step.node), weight.shape).view(-1, K)
-        per_group = O // G
-        for b, o, pos, c_sign in live_point_chunks(c3, K):
-            g = o // per_group
-            terms = w2[o] * cols[b, g, :, pos]
-            signs = step.policy.weighted_sum(terms, c_sign, y3[b, o, pos].to(torch.float64))
-            syn.index_add_(0, step.synapse_rows(b, o, O), signs)
-            in_cols.index_add_(0, (b * G + g) * L + pos, signs.to(torch.float64))
+        rows = cols.view(B, groups, K, L).transpose(2, 3).reshape(-1, K)
+        in_rows = weighted_sum_rows(
+            step, rows, weight.detach().reshape(O, K), c_out.reshape(B, O, L).transpose(1, 2),
+            y_raw.reshape(B, O, L).transpose(1, 2), groups, _weight_name(step.node), weight.shape,
+        )
         folded = F.fold(
-            in_cols.view(B, G, L, K).permute(0, 1, 3, 2).reshape(B, G * K, L),
-            (Hp, Wp),
-            (kh, kw),
-            dilation=dil2,
-            stride=stride2,
+            in_rows.view(B, groups, L, K).transpose(2, 3).reshape(B, groups * K, L),
+            (Hp, Wp), (kh, kw), dilation=dil2, stride=stride2,
         )
         pl, pr, pt, pb = pads
         contrib = folded[:, :, pt : Hp - pb, pl : Wp - pr]
         if one_d:
             contrib = contrib.squeeze(2)
         step.send(x_arg, contrib.round().to(torch.int64))
+
+
+def weighted_sum_rows(step: Step, rows: Tensor, weight: Tensor, c: Tensor, y_raw: Tensor,
+                      groups: int, synapse: str, synapse_shape: torch.Size) -> Tensor:
+    """Shared core of conv and linear: output point (b, q, o) has terms W[o] · rows[r].
+
+    ``rows`` is (B·G·Q, K) with r = (b·G + g)·Q + q, g = o // (O / G); ``c`` and ``y_raw``
+    are (B, Q, O). Returns the signs added to every row entry (float64, shape of ``rows``)
+    and adds the synapse signs to the buffer of ``synapse``.
+    """
+    B, Q, O = c.shape
+    K = rows.shape[1]
+    nz = c.nonzero()  # sorted by (b, q): points sharing input rows are adjacent
+    b, q, o = nz.unbind(1)
+    xrow = (b * groups + o // (O // groups)) * Q + q
+    c_sign = c[b, q, o].sign()
+    y = y_raw[b, q, o].to(torch.float64)
+    syn = step.synapse_buffer(synapse, synapse_shape).view(-1, K)
+    synrow = step.synapse_rows(b, o, O)
+    w = weight.to(torch.float64)
+    mode = getattr(step.policy, "kernel_mode", None)
+    if kernels.ENABLED and mode is not None and rows.device.type == "cpu":
+        in_rows, syn_add = kernels.weighted_rows(
+            rows.contiguous().numpy(), w.contiguous().numpy(), xrow.numpy(), o.numpy(),
+            c_sign.numpy(), y.numpy(), synrow.numpy(), (b * Q + q).numpy(), syn.shape[0],
+            mode, step.policy.theta,
+        )
+        syn += torch.from_numpy(syn_add)
+        return torch.from_numpy(in_rows)
+    in_rows = torch.zeros_like(rows)
+    chunk = max(1, TERM_BUDGET // max(K, 1))
+    for s in range(0, nz.shape[0], chunk):
+        part = slice(s, s + chunk)
+        terms = w[o[part]] * rows[xrow[part]]
+        signs = step.policy.weighted_sum(terms, c_sign[part], y[part])
+        syn.index_add_(0, synrow[part], signs)
+        in_rows.index_add_(0, xrow[part], signs.to(torch.float64))
+    return in_rows
 
 
 def _explicit_padding(
@@ -155,19 +180,13 @@ class LinearRule(Rule):
         O, K = weight.shape
         dx = step.delta(x_arg)
         B = dx.shape[0]
-        x3 = dx.reshape(B, -1, K)
-        P = x3.shape[1]
-        c3 = step.c_out.reshape(B, P, O)
-        y3 = step.value_out.reshape(B, P, O)
-        w = weight.detach().to(torch.float64)
-        in_contrib = torch.zeros(B * P, K, dtype=torch.float64, device=dx.device)
-        syn = step.synapse_buffer(_weight_name(step.node), weight.shape).view(-1, K)
-        for b, p, o, c_sign in live_point_chunks(c3, K):
-            terms = w[o] * x3[b, p]
-            signs = step.policy.weighted_sum(terms, c_sign, y3[b, p, o].to(torch.float64))
-            syn.index_add_(0, step.synapse_rows(b, o, O), signs)
-            in_contrib.index_add_(0, b * P + p, signs.to(torch.float64))
-        step.send(x_arg, in_contrib.view(dx.shape).round().to(torch.int64))
+        rows = dx.reshape(-1, K)
+        P = rows.shape[0] // B
+        in_rows = weighted_sum_rows(
+            step, rows, weight.detach(), step.c_out.reshape(B, P, O),
+            step.value_out.reshape(B, P, O), 1, _weight_name(step.node), weight.shape,
+        )
+        step.send(x_arg, in_rows.view(dx.shape).round().to(torch.int64))
 
 
 class AddSubRule(Rule):
