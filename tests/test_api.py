@@ -43,7 +43,8 @@ def setup() -> tuple[nn.Module, nnslicer.Slicer, torch.Tensor]:
     model.eval()
     slicer = nnslicer.Slicer(model, theta=0.2, batch_size=3)
     data = torch.rand(40, 2, 6, 6)
-    slicer.profile([(data[:20], torch.randint(0, 5, (20,))), (data[20:], torch.randint(0, 5, (20,)))])
+    labels = torch.randint(0, 5, (40,))
+    slicer.profile([(data[:20], labels[:20]), (data[20:], labels[20:])])
     return model, slicer, torch.rand(7, 2, 6, 6)
 
 

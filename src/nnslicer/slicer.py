@@ -141,7 +141,9 @@ class Slicer:
             raise InputError(f"reference must be one of {REFERENCES}, got {reference!r}")
         profile = self._profile
         if profile is None:
-            raise InputError("no profile yet: call slicer.profile(data) or slicer.use_profile(path)")
+            raise InputError(
+                "no profile yet: call slicer.profile(data) or slicer.use_profile(path)"
+            )
         if reference == "dataset":
             return profile.mean
         return lambda name: profile.class_mean(name, predicted)

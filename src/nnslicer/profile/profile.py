@@ -42,10 +42,14 @@ def fingerprint_differences(expected: dict[str, Any], found: dict[str, Any]) -> 
     a, b = expected["nodes"], found["nodes"]
     missing, extra = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     if missing or extra:
-        diffs.append(f"node names differ (only in profile: {missing[:5]}, only in model: {extra[:5]})")
+        diffs.append(
+            f"node names differ (only in profile: {missing[:5]}, only in model: {extra[:5]})"
+        )
     for name in sorted(set(a) & set(b)):
         if a[name] != b[name]:
-            diffs.append(f"node '{name}' has shape {b[name]} in the model but {a[name]} in the profile")
+            diffs.append(
+                f"node '{name}' has shape {b[name]} in the model but {a[name]} in the profile"
+            )
             break
     if not diffs and expected["parameters"] != found["parameters"]:
         diffs.append("the parameters differ (the weights changed since profiling)")
@@ -53,7 +57,7 @@ def fingerprint_differences(expected: dict[str, Any], found: dict[str, Any]) -> 
 
 
 def iter_batches(data: Any) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """Normalise data to (inputs, labels or None) batches: a tensor, or batches with/without labels."""
+    """(inputs, labels or None) batches from a tensor or from batches with or without labels."""
     if isinstance(data, Tensor):
         data = [data]
     for item in data:
@@ -165,7 +169,8 @@ def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = Fa
     input_shape: tuple[int, ...] | None = None
     live = [n.name for n in graph.live_nodes()]
     total = len(data) if hasattr(data, "__len__") and not isinstance(data, Tensor) else None
-    bar = tqdm(iter_batches(data), total=total, desc="profiling", unit="batch", disable=not progress)
+    bar = tqdm(iter_batches(data), total=total, desc="profiling", unit="batch",
+               disable=not progress)
     for x, labels in bar:
         _check_batch(x, input_shape, "profiling batch")
         input_shape = tuple(x.shape[1:])

@@ -35,7 +35,8 @@ _add, _sub = AddSubRule(subtract=False), AddSubRule(subtract=True)
 _avg, _adaptive_avg, _mean = AvgPoolRule(), AdaptiveAvgPoolRule(), MeanRule()
 _bn, _scale = BatchNormRule(), ConstantScaleRule()
 _act, _max = ActivationRule(), MaxPoolRule()
-_same, _output_only, _rearrange = IdentityMovementRule(), IdentityMovementRule(True), RearrangeRule()
+_same, _rearrange = IdentityMovementRule(), RearrangeRule()
+_output_only = IdentityMovementRule(output_only=True)
 
 _ACTIVATION_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,

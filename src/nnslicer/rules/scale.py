@@ -61,7 +61,9 @@ class ConstantScaleRule(Rule):
             return
         live = [a for a in self._operands(node) if getattr(a, "name", None) in node.live_inputs]
         if len(live) != 1:
-            raise unsupported(node, "a product of two input-dependent tensors is not a weighted sum")
+            raise unsupported(
+                node, "a product of two input-dependent tensors is not a weighted sum"
+            )
         if node.target in _DIVISIONS:
             if node.fx_node.kwargs.get("rounding_mode") is not None:
                 raise unsupported(node, "rounded division is not linear")

@@ -233,9 +233,9 @@ class AddSubRule(Rule):
             signs = step.policy.movement(c_sign)
         else:  # constant − x: a scale by a negative factor
             live = b
-            signs = step.policy.pointwise(
-                c_sign, step.delta_out, torch.tensor(float(sign_b)), step.delta(b).expand(c_sign.shape)
-            )
+            gain = torch.tensor(float(sign_b))
+            dx = step.delta(b).expand(c_sign.shape)
+            signs = step.policy.pointwise(c_sign, step.delta_out, gain, dx)
         step.send(live, sum_to_shape(signs, step.value(live).shape))
 
 
