@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, ProfileMismatch
-from ..forward.recorder import record_values
+from ..forward.recorder import stream_values
 from ..storage import load_tensors, save_tensors
 from ..trace.graph import OperatorGraph
 
@@ -158,50 +158,64 @@ def _check_batch(x: Tensor, expected: tuple[int, ...] | None, what: str) -> None
         raise InputError(f"{what} contains NaN or Inf values; clean the inputs first")
 
 
+def _check_logits(logits: object) -> Tensor:
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        raise InputError(
+            f"the model output has shape {tuple(getattr(logits, 'shape', ()))}; nnslicer needs "
+            "(batch, classes)"
+        )
+    return logits
+
+
+def _num_outputs(graph: OperatorGraph, x: Tensor) -> int:
+    with torch.no_grad():
+        return _check_logits(graph.module(x[:1])).shape[1]
+
+
 def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = False,
                     device: torch.device | str = "cpu") -> Profile:
     """Accumulate sums (float64) over every batch of ``data``."""
     from tqdm.auto import tqdm
 
-    sums: dict[str, Tensor] = {}
     class_sums: dict[str, Tensor] = {}
     counts: Tensor | None = None
     input_shape: tuple[int, ...] | None = None
-    live = [n.name for n in graph.live_nodes()]
+    live = {n.name for n in graph.live_nodes()}
     total = len(data) if hasattr(data, "__len__") and not isinstance(data, Tensor) else None
     bar = tqdm(iter_batches(data), total=total, desc="profiling", unit="batch",
                disable=not progress)
     for x, labels in bar:
         _check_batch(x, input_shape, "profiling batch")
         input_shape = tuple(x.shape[1:])
-        values = record_values(graph, x.to(device))
-        logits = values[graph.output_name]
-        if logits.dim() != 2:
-            raise InputError(
-                f"the model output has shape {tuple(logits.shape)}; nnslicer needs (batch, classes)"
-            )
-        k = logits.shape[1]
-        classes = logits.argmax(1) if labels is None else labels.to(logits.device).long()
+        x = x.to(device)
+        if labels is None:  # unlabelled: attribute each sample to the model's prediction
+            with torch.no_grad():
+                labels = _check_logits(graph.module(x)).argmax(1)
+        k = _num_outputs(graph, x) if counts is None else counts.numel()
+        classes = labels.to(x.device).long()
         if classes.numel() != x.shape[0]:
             raise InputError(f"{classes.numel()} labels for a batch of {x.shape[0]} inputs")
-        if labels is not None and ((classes < 0) | (classes >= k)).any():
+        if ((classes < 0) | (classes >= k)).any():
             raise InputError(f"labels must be in [0, {k}) for this model's {k} outputs")
         if counts is None:
-            counts = torch.zeros(k, dtype=torch.int64, device=logits.device)
+            counts = torch.zeros(k, dtype=torch.int64, device=x.device)
         counts += torch.bincount(classes, minlength=k)
-        for name in live:
-            v = values[name]
-            if not isinstance(v, Tensor):
-                continue
-            v = v.detach().to(torch.float64)
-            if name not in sums:
-                sums[name] = torch.zeros(v.shape[1:], dtype=torch.float64, device=v.device)
-                class_sums[name] = torch.zeros((k, *v.shape[1:]), dtype=torch.float64,
-                                               device=v.device)
-            sums[name] += v.sum(0)
-            class_sums[name].index_add_(0, classes, v)
+        onehot = torch.nn.functional.one_hot(classes, k).to(torch.float64).t()
+
+        def accumulate(name: str, v: object, onehot: Tensor = onehot, k: int = k) -> None:
+            if name not in live or not isinstance(v, Tensor):
+                return
+            # one GEMM per node gives every class sum; the overall sum is their total
+            part = (onehot @ v.reshape(v.shape[0], -1).to(torch.float64)).view(k, *v.shape[1:])
+            if name in class_sums:
+                class_sums[name] += part
+            else:
+                class_sums[name] = part
+
+        _check_logits(stream_values(graph, x, accumulate))
     if counts is None:
         raise InputError("the profiling data is empty; give at least one batch")
+    sums = {name: t.sum(0) for name, t in class_sums.items()}
     shapes = {name: list(t.shape) for name, t in sums.items()}
     fp = fingerprint(graph, shapes)
     fp["input_shape"] = list(input_shape)
