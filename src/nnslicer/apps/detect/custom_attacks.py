@@ -232,13 +232,19 @@ def local_search(
     """LocSearchAdv: greedy local search over a few pixels, using only output scores.
 
     Pixel values are mapped to ``[-1/2, 1/2]``. Each round probes every candidate location
-    by setting it (all channels) to ``p * sign(value)`` and measures the true class's
-    probability; the ``t`` locations with the largest drop are perturbed for real by
-    ``CYC(r * value)``, which stays inside the bounds. The next round's candidates are the
-    ``(2d+1) x (2d+1)`` squares around them; the first round uses a random
-    ``init_fraction`` of the locations. The search stops once the label changes or after
-    ``rounds`` rounds. Probes (queries only) may lie outside the bounds, as in the paper;
-    the returned images never do.
+    (all channels at once) and measures the true class's probability; the ``t`` locations
+    with the lowest probability are perturbed for real by the paper's ``CYC(r * value)``,
+    which wraps values leaving the range around to its other end. The next round's
+    candidates are the ``(2d+1) x (2d+1)`` squares around them; the first round uses a
+    random ``init_fraction`` of the locations. The search stops once the label changes or
+    after ``rounds`` rounds.
+
+    ``p=None`` (default) probes each location with the very perturbation ``CYC(r * value)``
+    it would get. The paper probes with ``p * sign(value)`` instead (pass a float ``p``,
+    e.g. 10 as in foolbox 2); that probe can point the opposite way from the real update
+    when pixels sit at the bounds (``r * (-1/2)`` wraps to ``+1/4``), which is the common
+    case for MNIST-like images, and the search then makes no progress. Paper-style probes
+    (queries only) may lie outside the bounds; the returned images never do.
     """
     _check_images(x, y)
     lo, hi = bounds
