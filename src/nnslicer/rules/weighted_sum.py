@@ -72,6 +72,7 @@ class ConvRule(Rule):
 
     def backward(self, step: Step) -> None:
         weight, stride, dilation, padding, groups = self._config(step)
+        weight_shape = weight.shape
         x_arg = step.arg(0, "input")
         dx = step.delta(x_arg)
         c_out = step.c_out
@@ -92,7 +93,7 @@ class ConvRule(Rule):
         rows = cols.view(B, groups, K, L).transpose(2, 3).reshape(-1, K)
         in_rows = weighted_sum_rows(
             step, rows, weight.detach().reshape(O, K), c_out.reshape(B, O, L).transpose(1, 2),
-            y_raw.reshape(B, O, L).transpose(1, 2), groups, _weight_name(step.node), weight.shape,
+            y_raw.reshape(B, O, L).transpose(1, 2), groups, _weight_name(step.node), weight_shape,
         )
         folded = F.fold(
             in_rows.view(B, groups, L, K).transpose(2, 3).reshape(B, groups * K, L),
