@@ -294,11 +294,21 @@ def _mnist_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _sklearn_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    # load_digits() reads sklearn/datasets/data/digits.csv.gz; reading that file directly
+    # avoids importing sklearn.datasets, which takes seconds.
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFound("sklearn-digits needs scikit-learn: pip install scikit-learn")
+    csv = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    try:
+        table = np.loadtxt(csv, delimiter=",", dtype=np.float64)
+        features, target = table[:, :-1], table[:, -1]
+    except (OSError, ValueError):
+        from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    images = digits.images.reshape(-1, 1, 8, 8).astype(np.uint8)  # integer values 0..16
-    labels = digits.target.astype(np.int64)
+        features, target = load_digits(return_X_y=True)
+    images = np.asarray(features).reshape(-1, 1, 8, 8).astype(np.uint8)  # integer values 0..16
+    labels = np.asarray(target).astype(np.int64)
     train, test = _stratified_split(labels, 0.2)
     idx = train if split == "train" else test
     return images[idx], labels[idx]
@@ -417,9 +427,7 @@ def _foolbox_samples(prefix: str) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.array([label for _, label, _ in found], dtype=np.int64)
 
 
-def _find_file(
-    base: Path, names: list[str], subdirs: list[str], gz: bool = True
-) -> Path | None:
+def _find_file(base: Path, names: list[str], subdirs: list[str], gz: bool = True) -> Path | None:
     for folder in [base, *(base / s for s in subdirs)]:
         for name in names:
             for candidate in (name, f"{name}.gz") if gz else (name,):

@@ -47,8 +47,11 @@ def state_dict_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str
         if tuple(state[k].shape) != tuple(expected[k].shape)
     ]
     parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatch", shapes)):
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatch", shapes),
+    ):
         if items:
             more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
             parts.append(f"{label}: {', '.join(items[:5])}{more}")
@@ -69,9 +72,7 @@ def save_checkpoint(
     reference = _build(meta, source="checkpoint meta")
     mismatch = state_dict_mismatch(reference, model.state_dict())
     if mismatch:
-        raise CheckpointError(
-            f"model does not match architecture {_describe(meta)}: {mismatch}"
-        )
+        raise CheckpointError(f"model does not match architecture {_describe(meta)}: {mismatch}")
     full_meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **meta}
     try:
         meta_text = json.dumps(full_meta, indent=2, sort_keys=True) + "\n"
@@ -129,17 +130,14 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         return safetensors.torch.load_file(str(path), device="cpu")
     except safetensors.SafetensorError as e:
         raise CheckpointError(
-            f"{path} is corrupt or truncated ({_one_line(e)}); "
-            "re-create it with `nnslicer train`"
+            f"{path} is corrupt or truncated ({_one_line(e)}); re-create it with `nnslicer train`"
         ) from e
 
 
 def _build(meta: dict[str, Any], source: str) -> nn.Module:
     arch, kwargs = meta.get("arch"), meta.get("arch_kwargs")
     if arch not in ARCHITECTURES:
-        raise CheckpointError(
-            f"{source}: unknown arch {arch!r}; known: {', '.join(ARCHITECTURES)}"
-        )
+        raise CheckpointError(f"{source}: unknown arch {arch!r}; known: {', '.join(ARCHITECTURES)}")
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{source}: arch_kwargs must be an object, got {kwargs!r}")
     try:

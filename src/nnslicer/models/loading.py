@@ -95,15 +95,13 @@ def load_weights_into(model: nn.Module, weights: str | os.PathLike[str]) -> nn.M
         except Exception as e:
             raise ModelLoadError(
                 f"cannot read weights {path} with torch.load(weights_only=True): "
-                f"{type(e).__name__}: {_one_line(e).split('. ')[0]}"
+                f"{_torch_load_reason(e)}"
             ) from e
         state = _extract_state_dict(obj, path)
     state = _strip_prefix(model, state, "module.")
     mismatch = state_dict_mismatch(model, state)
     if mismatch:
-        raise ModelLoadError(
-            f"weights {path} do not fit {type(model).__name__}: {mismatch}"
-        )
+        raise ModelLoadError(f"weights {path} do not fit {type(model).__name__}: {mismatch}")
     model.load_state_dict(state, strict=True)
     return model
 
@@ -162,12 +160,24 @@ def _strip_prefix(
 ) -> dict[str, torch.Tensor]:
     # Weights saved from nn.DataParallel carry a "module." prefix on every key.
     expected = model.state_dict()
-    if state and all(k.startswith(prefix) for k in state) and not any(
-        k.startswith(prefix) for k in expected
+    if (
+        state
+        and all(k.startswith(prefix) for k in state)
+        and not any(k.startswith(prefix) for k in expected)
     ):
-        return {k[len(prefix):]: v for k, v in state.items()}
+        return {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
-def _one_line(e: BaseException) -> str:
+def _torch_load_reason(e: BaseException) -> str:
+    # torch.load's messages span paragraphs of advice; keep the sentence that says what failed.
+    text = _one_line(re.sub(r"\x1b\[[0-9;]*m", "", str(e)))
+    found = re.search(
+        r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global| Check the doc|\.\s|$)", text
+    )
+    reason = found.group(1) if found else text.split(". ")[0]
+    return f"{type(e).__name__}: {reason.rstrip('.')}"
+
+
+def _one_line(e: BaseException | str) -> str:
     return " ".join(str(e).split()) or type(e).__name__
