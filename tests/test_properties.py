@@ -1,0 +1,353 @@
+"""Hypothesis property tests on random small models.
+
+1. Engine vs the independent float64 reference (tests/reference/spec_reference.py) on random models
+   mixing every operator of SPEC's table: ≥ 99.5 % of synapse entries (and of neuron points) must
+   agree; the exact-agreement rate is collected and printed by the last test of this file.
+2. Invariants, checked on the engine and, as a sanity check of the tests themselves, on the
+   reference:
+   * the batch result is the sum of the per-sample results (SPEC §5);
+   * a sample's result does not depend on the other samples of the batch;
+   * θ = 0 keeps every non-zero term: on the Linear that produces the criterion, the per-sample
+     synapse contributions are exactly sign(T)·sign(w·Δx) on criterion rows (0 when the row did
+     not move, SPEC §4 step 1) and 0 elsewhere;
+   * a sliced synapse never has a zero term (zero weights and zero-Δ inputs of a Linear are never
+     in the slice);
+   * larger θ never keeps more on the Linear that produces the criterion, per sample. This is
+     what SPEC implies: for one output point, k*(θ) is non-increasing in θ, so the kept sets are
+     nested. It is NOT asserted for deeper layers (their C depends on θ upstream) nor for
+     batch-summed counts (contributions of different samples can cancel);
+   * slicing is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference import DEAD_OUTPUT_RATIO, ReferenceSlicer
+from reference.random_models import (
+    NetSpec,
+    as_numpy,
+    build_net,
+    compare_maps,
+    make_data,
+    net_specs,
+    target_forms,
+)
+
+torch.set_num_threads(1)
+
+THETAS = (0.0, 0.2, 0.5)
+TARGET_FORMS = ("top1", "int", "per_sample", "bool")
+
+AGREEMENT: dict[str, int] = {
+    "examples": 0,
+    "examples_exact": 0,
+    "synapses_equal": 0,
+    "synapses_total": 0,
+    "neurons_equal": 0,
+    "neurons_total": 0,
+}
+
+COMMON = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+
+
+def _engine():
+    import nnslicer
+
+    return nnslicer
+
+
+def make_slicer(impl: str, model: nn.Module, theta: float):
+    if impl == "reference":
+        return ReferenceSlicer(model, theta=theta)
+    return _engine().Slicer(model, theta=theta)
+
+
+def _np(d: Any) -> dict[str, np.ndarray]:
+    return {k: as_numpy(v) for k, v in d.items()}
+
+
+def _setup(spec: NetSpec, labeled: bool = True):
+    model = build_net(spec)
+    batches, x = make_data(spec.in_shape, spec.n_classes, spec.seed, labeled=labeled)
+    return model, batches, x
+
+
+def _target(form: str, spec: NetSpec, n: int) -> Any:
+    return target_forms(n, spec.n_classes, spec.seed)[form]
+
+
+def _final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    name = "fc2" if hasattr(model, "fc2") else "fc"
+    return name, getattr(model, name)
+
+
+def _linear_input_deltas(model: nn.Module, batches: list[Any], x: torch.Tensor):
+    """Per Linear module: Δ of its input for every sample of x (dataset reference), computed
+    with forward hooks on the profiling data, independently of both implementations."""
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, inp, out, name=name: captured.__setitem__(name, inp[0].detach().clone())
+        )
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    try:
+        with torch.no_grad():
+            for b in batches:
+                xb = b[0] if isinstance(b, tuple) else b
+                model(xb)
+                for k, v in captured.items():
+                    sums[k] = sums.get(k, 0) + v.sum(0)
+                count += xb.shape[0]
+            out = model(x)
+            sample = dict(captured)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: (sample[k] - sums[k] / count).numpy() for k in sample}, out.numpy()
+
+
+def _mask(target: Any, out: np.ndarray) -> np.ndarray:
+    b, k = out.shape
+    mask = np.zeros((b, k), dtype=bool)
+    if target is None:
+        mask[np.arange(b), out.argmax(1)] = True
+    elif isinstance(target, int):
+        mask[:, target] = True
+    elif target.dim() == 1:
+        mask[np.arange(b), target.numpy()] = True
+    else:
+        mask = target.numpy()
+    return mask
+
+
+# --- 1. engine vs reference --------------------------------------------------------------------
+
+
+@settings(max_examples=40, **COMMON)
+@given(
+    spec=net_specs(),
+    theta=st.sampled_from(THETAS),
+    reference=st.sampled_from(("dataset", "class")),
+    form=st.sampled_from(TARGET_FORMS),
+    labeled=st.booleans(),
+)
+def test_engine_agrees_with_reference_on_random_models(
+    spec: NetSpec, theta: float, reference: str, form: str, labeled: bool
+) -> None:
+    labeled = labeled or reference == "class"  # class means need every predicted class present
+    model, batches, x = _setup(spec, labeled)
+    target = _target(form, spec, len(x))
+    ref = ReferenceSlicer(model, theta=theta)
+    ref.profile(batches)
+    r = ref.slice(x, target=target, reference=reference, per_sample=True, check=True)
+    eng = _engine().Slicer(model, theta=theta)
+    eng.profile(batches)
+    e = eng.slice(x, target=target, reference=reference, per_sample=True)
+    names = [n.name for n in ref.order if n.op != "placeholder"]
+    s_eq, s_tot, s_probs = compare_maps("synapses", r.synapses, e.synapses)
+    n_eq, n_tot, n_probs = compare_maps("neurons", r.neurons, e.neurons, names)
+    AGREEMENT["examples"] += 1
+    AGREEMENT["examples_exact"] += int(s_eq == s_tot and n_eq == n_tot)
+    AGREEMENT["synapses_equal"] += s_eq
+    AGREEMENT["synapses_total"] += s_tot
+    AGREEMENT["neurons_equal"] += n_eq
+    AGREEMENT["neurons_total"] += n_tot
+    structural = [p for p in s_probs + n_probs if " differ " not in p]
+    assert not structural, "\n".join(structural)
+    assert s_eq >= 0.995 * s_tot, f"synapses {s_eq}/{s_tot}:\n" + "\n".join(s_probs[:8])
+    assert n_eq >= 0.995 * n_tot, f"neurons {n_eq}/{n_tot}:\n" + "\n".join(n_probs[:8])
+
+
+# --- 2. invariants (engine; the reference as a check of the checks) ----------------------------
+
+IMPLS = ["engine", "reference"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=12, **COMMON)
+@given(
+    spec=net_specs(max_layers=4),
+    theta=st.sampled_from(THETAS),
+    reference=st.sampled_from(("dataset", "class")),
+    form=st.sampled_from(TARGET_FORMS),
+)
+def test_batch_result_is_the_sum_of_per_sample_results(
+    impl: str, spec: NetSpec, theta: float, reference: str, form: str
+) -> None:
+    model, batches, x = _setup(spec)
+    target = _target(form, spec, len(x))
+    s = make_slicer(impl, model, theta)
+    s.profile(batches)
+    per = s.slice(x, target=target, reference=reference, per_sample=True)
+    tot = s.slice(x, target=target, reference=reference, per_sample=False)
+    for what in ("synapses", "neurons"):
+        p, t = _np(getattr(per, what)), _np(getattr(tot, what))
+        assert set(p) == set(t), what
+        for k in t:
+            assert p[k].shape == (len(x), *t[k].shape), (what, k, p[k].shape, t[k].shape)
+            np.testing.assert_array_equal(p[k].sum(0), t[k], err_msg=f"{what}[{k}]")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=10, **COMMON)
+@given(
+    spec=net_specs(max_layers=4),
+    theta=st.sampled_from(THETAS),
+    form=st.sampled_from(("top1", "per_sample", "bool")),
+)
+def test_a_sample_result_does_not_depend_on_the_rest_of_the_batch(
+    impl: str, spec: NetSpec, theta: float, form: str
+) -> None:
+    model, batches, x = _setup(spec)
+    target = _target(form, spec, len(x))
+    s = make_slicer(impl, model, theta)
+    s.profile(batches)
+    per = s.slice(x, target=target, reference="dataset", per_sample=True)
+    i = len(x) - 1
+    sub_target = None if target is None else target[i : i + 1]
+    alone = s.slice(x[i : i + 1], target=sub_target, reference="dataset", per_sample=False)
+    for what in ("synapses", "neurons"):
+        p, a = _np(getattr(per, what)), _np(getattr(alone, what))
+        for k in a:
+            np.testing.assert_array_equal(p[k][i], a[k], err_msg=f"{what}[{k}]")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=12, **COMMON)
+@given(spec=net_specs(max_layers=4), form=st.sampled_from(TARGET_FORMS))
+def test_theta_zero_keeps_every_nonzero_term_of_the_criterion_linear(
+    impl: str, spec: NetSpec, form: str
+) -> None:
+    model, batches, x = _setup(spec)
+    target = _target(form, spec, len(x))
+    s = make_slicer(impl, model, 0.0)
+    s.profile(batches)
+    res = s.slice(x, target=target, reference="dataset", per_sample=True)
+    name, fc = _final_linear(model)
+    deltas, out = _linear_input_deltas(model, batches, x)
+    mask = _mask(target, out)
+    w = fc.weight.detach().numpy()
+    got = as_numpy(res.synapses[f"{name}.weight"])
+    want = np.zeros_like(got)
+    for b in range(len(x)):
+        for o in np.flatnonzero(mask[b]):
+            t = w[o] * deltas[name][b]
+            total = float(np.sum(t))
+            if np.abs(t).max() == 0 or abs(total) <= DEAD_OUTPUT_RATIO * np.abs(t).max():
+                continue
+            want[b, o] = np.sign(total) * np.sign(t)
+    np.testing.assert_array_equal(got, want)
+    # The criterion itself: C = +1 on every criterion output neuron.
+    out_node = [k for k in _np(res.neurons) if k in ("softmax", "log_softmax")] or [name]
+    np.testing.assert_array_equal(as_numpy(res.neurons[out_node[0]]), mask.astype(np.int64))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=12, **COMMON)
+@given(
+    spec=net_specs(max_layers=4), theta=st.sampled_from(THETAS), form=st.sampled_from(TARGET_FORMS)
+)
+def test_a_sliced_synapse_never_has_a_zero_term(
+    impl: str, spec: NetSpec, theta: float, form: str
+) -> None:
+    model, batches, x = _setup(spec)
+    head = dict(spec.head)
+    if head["hidden"] and head["fn"] in ("relu", "F.relu", "relu6"):
+        with torch.no_grad():  # a dead hidden unit: its output is exactly 0, so Δ = 0
+            model.fc1.bias[0] = -1e6
+    target = _target(form, spec, len(x))
+    s = make_slicer(impl, model, theta)
+    s.profile(batches)
+    res = s.slice(x, target=target, reference="dataset", per_sample=True)
+    syn = _np(res.synapses)
+    params = dict(model.named_parameters())
+    for m_name, m in model.named_modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            c = syn[f"{m_name}.weight"]
+            zero = (params[f"{m_name}.weight"] == 0).numpy()
+            assert not (c[:, zero] != 0).any(), f"{m_name}: zero weight in the slice"
+    deltas, _ = _linear_input_deltas(model, batches, x)
+    for m_name, d in deltas.items():
+        if d.ndim != 2:
+            continue
+        c = syn[f"{m_name}.weight"]  # (B, out, in)
+        dead = d == 0  # (B, in)
+        assert not (c.transpose(0, 2, 1)[dead] != 0).any(), f"{m_name}: zero-Δ input in slice"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=10, **COMMON)
+@given(spec=net_specs(max_layers=3), form=st.sampled_from(TARGET_FORMS))
+def test_larger_theta_never_keeps_more_on_the_criterion_linear(
+    impl: str, spec: NetSpec, form: str
+) -> None:
+    model, batches, x = _setup(spec)
+    target = _target(form, spec, len(x))
+    name = f"{_final_linear(model)[0]}.weight"
+    previous = None
+    for theta in (0.0, 0.1, 0.2, 0.35, 0.5, 0.8):
+        s = make_slicer(impl, model, theta)
+        s.profile(batches)
+        c = as_numpy(s.slice(x, target=target, per_sample=True).synapses[name])
+        if previous is not None:
+            kept, kept_before = c != 0, previous != 0
+            assert not (kept & ~kept_before).any(), f"θ={theta} keeps an edge a smaller θ dropped"
+            per_sample = np.abs(c).reshape(len(x), -1).sum(1)
+            per_sample_before = np.abs(previous).reshape(len(x), -1).sum(1)
+            assert (per_sample <= per_sample_before).all(), (theta, per_sample, per_sample_before)
+        previous = c
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=8, **COMMON)
+@given(
+    spec=net_specs(max_layers=4),
+    theta=st.sampled_from(THETAS),
+    reference=st.sampled_from(("dataset", "class")),
+)
+def test_slicing_is_deterministic(impl: str, spec: NetSpec, theta: float, reference: str) -> None:
+    model, batches, x = _setup(spec)
+    results = []
+    for _ in range(2):
+        s = make_slicer(impl, model, theta)
+        s.profile(batches)
+        results.append(s.slice(x, reference=reference, per_sample=True))
+        results.append(s.slice(x, reference=reference, per_sample=True))
+    first = results[0]
+    for other in results[1:]:
+        for what in ("synapses", "neurons"):
+            a, b = _np(getattr(first, what)), _np(getattr(other, what))
+            assert set(a) == set(b)
+            for k in a:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{what}[{k}]")
+
+
+def test_zz_report_agreement(capsys: pytest.CaptureFixture[str]) -> None:
+    """Prints the engine/reference exact-agreement rate seen by the random-model test."""
+    a = AGREEMENT
+    if not a["examples"]:
+        pytest.skip("the agreement test did not run in this session")
+    with capsys.disabled():
+        print(
+            f"\n[engine vs reference] examples {a['examples']}, fully exact "
+            f"{a['examples_exact']}; synapse entries equal "
+            f"{a['synapses_equal']}/{a['synapses_total']} "
+            f"({100.0 * a['synapses_equal'] / max(a['synapses_total'], 1):.4f} %); neuron points "
+            f"equal {a['neurons_equal']}/{a['neurons_total']} "
+            f"({100.0 * a['neurons_equal'] / max(a['neurons_total'], 1):.4f} %)"
+        )
