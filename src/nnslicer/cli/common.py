@@ -33,7 +33,8 @@ def one_line_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+            # plain echo: one line however narrow the terminal (rich would wrap it)
+            typer.echo(f"error: {message}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

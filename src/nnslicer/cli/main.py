@@ -191,3 +191,16 @@ def demo(
 
 def main() -> None:  # pragma: no cover - console entry
     app()
+
+
+def _mount_apps() -> None:
+    """The applications' sub-commands (imported here so `nnslicer --help` stays complete)."""
+    from .detect import detect_app
+    from .prune import protect_app, prune_app
+
+    app.add_typer(detect_app, name="detect", help="Adversarial-input detection with slices.")
+    app.add_typer(prune_app, name="prune", help="Class-targeted pruning with slices.")
+    app.add_typer(protect_app, name="protect", help="Selective model protection with slices.")
+
+
+_mount_apps()

@@ -22,8 +22,9 @@ from ..io_utils import atomic_write  # noqa: E402
 from ..results.slice import Slice  # noqa: E402
 
 # red (negative) → white (zero) → blue (positive), as in the paper's figure
-SIGN_CMAP = LinearSegmentedColormap.from_list("nnslicer", ["#c62828", "#ffffff", "#1565c0"])
-SIGN_CMAP.set_bad("#d9d9d9")  # grid cells past the last channel
+SIGN_CMAP = LinearSegmentedColormap.from_list(
+    "nnslicer", ["#c62828", "#ffffff", "#1565c0"]
+).with_extremes(bad="#d9d9d9")  # grey: grid cells past the last channel
 
 
 def weighted_layers(s: Slice) -> list[str]:
