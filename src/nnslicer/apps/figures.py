@@ -26,6 +26,18 @@ STYLES: dict[str, tuple[str, str]] = {
 
 
 @dataclass
+class Evaluation:
+    """Rows of an app evaluation (one per setting), their means, and where they were written."""
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    class_sets: list[list[int]]
+    config: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
 class Panel:
     """One subplot: named series of (x, y) points and an optional reference level."""
 

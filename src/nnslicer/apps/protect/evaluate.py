@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nnslicer.apps.figures import Panel, mean, save_panels, std, write_csv, write_json
+from nnslicer.apps.figures import Evaluation, Panel, mean, save_panels, std, write_csv, write_json
 from nnslicer.apps.prune.evaluate import (
     cached_contributions,
     class_accuracies,
@@ -36,14 +35,7 @@ DEFAULT_BUDGETS: tuple[int, ...] = (0, 50, 100, 200, 500, 1000, 2000)
 ALL_HIDDEN = "all-hidden"
 
 
-@dataclass
-class ProtectEvaluation:
-    rows: list[dict[str, Any]]
-    summary: list[dict[str, Any]]
-    class_sets: list[list[int]]
-    config: dict[str, Any]
-    files: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
+ProtectEvaluation = Evaluation  # rows: one per subset × setting × method
 
 
 def evaluate_protection(

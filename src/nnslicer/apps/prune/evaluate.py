@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nnslicer.apps.figures import Panel, mean, save_panels, std, write_csv, write_json
+from nnslicer.apps.figures import Evaluation, Panel, mean, save_panels, std, write_csv, write_json
 from nnslicer.data.datasets import ArrayDataset
 from nnslicer.errors import FileFormatError, InputError
 from nnslicer.profile.profile import parameter_hash
@@ -127,16 +126,7 @@ def cached_contributions(
     return result
 
 
-@dataclass
-class PruneEvaluation:
-    """Rows (one per subset × ratio × method × compensation × fine-tune) and their means."""
-
-    rows: list[dict[str, Any]]
-    summary: list[dict[str, Any]]
-    class_sets: list[list[int]]
-    config: dict[str, Any]
-    files: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
+PruneEvaluation = Evaluation  # rows: one per subset × setting × method
 
 
 def evaluate_pruning(
