@@ -138,7 +138,7 @@ def _mask(target: Any, out: np.ndarray) -> np.ndarray:
 # --- 1. engine vs reference --------------------------------------------------------------------
 
 
-@settings(max_examples=40, **COMMON)
+@settings(max_examples=30, **COMMON)
 @given(
     spec=net_specs(),
     theta=st.sampled_from(THETAS),
@@ -300,7 +300,7 @@ def test_larger_theta_never_keeps_more_on_the_criterion_linear(
     target = _target(form, spec, len(x))
     name = f"{_final_linear(model)[0]}.weight"
     previous = None
-    for theta in (0.0, 0.1, 0.2, 0.35, 0.5, 0.8):
+    for theta in (0.0, 0.2, 0.35, 0.8):
         s = make_slicer(impl, model, theta)
         s.profile(batches)
         c = as_numpy(s.slice(x, target=target, per_sample=True).synapses[name])
@@ -314,7 +314,7 @@ def test_larger_theta_never_keeps_more_on_the_criterion_linear(
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=8, **COMMON)
+@settings(max_examples=6, **COMMON)
 @given(
     spec=net_specs(max_layers=4),
     theta=st.sampled_from(THETAS),

@@ -638,6 +638,33 @@ def test_reference_hand_computed_linear() -> None:
     np.testing.assert_array_equal(ref.slice(x, theta=0.0).synapses["0.weight"], [[1, 0], [-1, 0]])
 
 
+@pytest.mark.parametrize("act, x0", [(nn.Tanh, 25.0), (nn.Sigmoid, 40.0)])
+def test_saturated_activation_passes_with_the_sign_of_its_derivative(act, x0: float) -> None:
+    """SPEC: s = sign(C)·sign(Δy)·sign(f'(x))·sign(Δx). tanh' and σ' are > 0 for every finite x;
+    that act(x) rounds to 1.0 (so 1 - tanh² or σ(1-σ) evaluates to 0 in float64) does not make
+    the derivative zero. Here Δy = 1 - mean > 0 and Δx > 0: the unit pushed the criterion up and
+    must pass C on (only ReLU-like activations are documented as blocking)."""
+    model = nn.Sequential(nn.Linear(1, 1), act(), nn.Linear(1, 2)).double().eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+        model[2].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        model[2].bias.zero_()
+    data = [torch.tensor([[-1.0], [0.0], [1.0]], dtype=torch.float64)]
+    x = torch.tensor([[x0]], dtype=torch.float64)
+    assert model[1](model[0](x)).item() == 1.0  # saturated in float64
+    ref = ReferenceSlicer(model, theta=0.2)
+    ref.profile(data)
+    r = ref.slice(x, target=0)
+    eng = _engine().Slicer(model, theta=0.2)
+    eng.profile(data)
+    e = eng.slice(x, target=0)
+    for s in (r, e):
+        np.testing.assert_array_equal(np.asarray(s.neurons["_1"]), [1])
+        np.testing.assert_array_equal(np.asarray(s.neurons["_0"]), [1])
+        np.testing.assert_array_equal(np.asarray(s.synapses["0.weight"]), [[1]])
+
+
 @pytest.mark.parametrize("fn", ["gelu", "gelu_tanh", "silu", "elu", "leaky", "sigmoid", "tanh"])
 def test_reference_activation_derivative_signs_match_autograd(fn: str) -> None:
     x = torch.linspace(-6, 6, 2401, dtype=torch.float64)

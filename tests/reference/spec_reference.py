@@ -20,9 +20,11 @@ Choices where SPEC leaves room (documented so a reviewer can check them):
 * ``T`` is ``math.fsum`` of the terms (the correctly rounded Σ t_i); ``S_k`` is the running sum
   in sorted order.
 * ``k`` starts at 1 (θ ≥ 1 is outside the contract).
-* ``sign(f'(x))`` of an activation is the mathematical sign (Sigmoid/Tanh: always +1); at the
-  kinks it follows PyTorch's backward: ReLU'(0) = 0, Hardtanh/ReLU6 are 0 at the bounds,
-  LeakyReLU'(0) = slope, ELU'(0) = alpha.
+* ``sign(f'(x))`` of an activation is the sign of the true derivative, not of its float64
+  evaluation: Sigmoid/Tanh are always +1, even where tanh(x) rounds to 1.0 and 1 - tanh² is 0
+  in floating point; ELU is sign(alpha) for x <= 0; GELU is -1 left of its root also where
+  Φ(x) + xφ(x) underflows. At the kinks it follows PyTorch's backward: ReLU'(0) = 0,
+  Hardtanh/ReLU6 are 0 at the bounds, LeakyReLU'(0) = slope, ELU'(0) = alpha.
 * Zero-padding positions of a convolution are not points (their Δ is 0), so they contribute no
   edge at all; with Δ = 0 they could never be kept anyway.
 """
@@ -235,7 +237,8 @@ def act_derivative_sign(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
             cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
             pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
             d = cdf + x * pdf
-        return np.sign(d).astype(np.int64)
+        # Far left both terms underflow to 0 although GELU' < 0 there (single root ≈ -0.7518).
+        return np.where(x < -5.0, -1, np.sign(d)).astype(np.int64)
     raise AssertionError(fn)
 
 
