@@ -177,8 +177,8 @@ class Slicer:
             n, s, seeds = part
             neurons = _merge(neurons, n, per_sample)
             synapses = _merge(synapses, s, per_sample)
-            targets.extend(seeds.nonzero()[:, 1].tolist() if seeds.sum(1).max() == 1 and
-                           seeds.sum(1).min() == 1 else [])
+            if bool((seeds.sum(1) == 1).all()):  # one class per sample: record which
+                targets.extend(seeds.to(torch.int8).argmax(1).tolist())
         if per_sample:
             neurons = {k: torch.cat(v) for k, v in neurons.items()}
             synapses = {k: torch.cat(v) for k, v in synapses.items()}
