@@ -81,3 +81,20 @@ def test_chunks_never_split_a_group() -> None:
         assert np.all(np.diff(starts) > 0)
         for c in starts[1:-1]:
             assert group[c] != group[c - 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), theta=st.sampled_from([0.0, 0.1, 0.2, 0.5, 0.9]),
+       ties=st.booleans())
+def test_two_term_shortcut_equals_sorted_rule(seed: int, theta: float, ties: bool) -> None:
+    """A zero third term changes nothing in SPEC's rule but sends theta_keep down the sort path."""
+    from nnslicer.backward.policy import theta_keep
+
+    gen = torch.Generator().manual_seed(seed)
+    terms = torch.randn(200, 2, generator=gen, dtype=torch.float64)
+    if ties:
+        terms = terms.round()
+    kept2, total2 = theta_keep(terms, theta)
+    kept3, total3 = theta_keep(torch.cat([terms, torch.zeros(200, 1, dtype=torch.float64)], 1),
+                               theta)
+    assert torch.equal(kept2, kept3[:, :2]) and torch.equal(total2, total3)

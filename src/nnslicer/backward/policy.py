@@ -44,6 +44,11 @@ def theta_keep(terms: Tensor, theta: float) -> tuple[Tensor, Tensor]:
     nonzero = terms != 0
     if theta == 0:
         return nonzero & moved[:, None], total
+    if terms.shape[1] == 2:  # tensor ± tensor: the same rule without a sort
+        larger = torch.where(mag[:, 0] >= mag[:, 1], terms[:, 0], terms[:, 1])
+        first_enough = (total - larger).abs() < theta * total.abs()
+        cut = torch.where(first_enough, mag.amax(dim=1), mag.amin(dim=1))
+        return (mag >= cut[:, None]) & nonzero & moved[:, None], total
     sorted_mag, order = mag.sort(dim=1, descending=True)
     partial = terms.gather(1, order).cumsum(dim=1)
     reached = (total[:, None] - partial).abs() < theta * total.abs()[:, None]
