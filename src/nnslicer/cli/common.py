@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -61,6 +60,3 @@ def say(quiet: bool, *objects: Any) -> None:
     if not quiet:
         console.print(*objects)
 
-
-def is_interactive() -> bool:
-    return sys.stderr.isatty()

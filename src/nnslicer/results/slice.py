@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..errors import InputError
@@ -138,9 +137,3 @@ class Slice:
             {k: tensors[f"synapses/{k}"] for k in order["synapses"]},
             header["meta"],
         )
-
-    def to_dense_vector(self, params: list[str] | None = None) -> Tensor:
-        """Synapse contributions of ``params`` (default all) as one flat vector per sample."""
-        names = params or list(self.synapses)
-        lead = 1 if self.per_sample else 0
-        return torch.cat([self.synapses[n].flatten(lead) for n in names], dim=lead)

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from ..backward.step import Step
     from ..trace.graph import OperatorGraph, OpNode
 
-_FUNCTIONAL = {F.max_pool1d, F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d}
 
 
 class MaxPoolRule(Rule):
@@ -67,5 +66,3 @@ class MaxPoolRule(Rule):
         contrib.scatter_add_(2, flat_idx, signs)
         step.send(x_arg, contrib.view(x.shape))
 
-
-MAX_POOL_FUNCTIONS = _FUNCTIONAL

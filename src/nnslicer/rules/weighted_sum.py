@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..backward import kernels
 from .base import TERM_BUDGET, Rule, live_point_chunks, sum_to_shape, unsupported
@@ -372,5 +372,3 @@ class MeanRule(Rule):
         table = ids.permute(*keep, *reduced).reshape(-1, K)
         _window_backward(step, x_arg, table, 1)
 
-
-CONV_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)

@@ -146,13 +146,6 @@ class OperatorGraph:
                 live.add(n.name)
             self.nodes.append(node)
         self.by_name = {n.name: n for n in self.nodes}
-        self._consumers: dict[str, list[str]] = {n.name: [] for n in self.nodes}
-        for n in self.nodes:
-            for src in n.live_inputs:
-                self._consumers[src].append(n.name)
-
-    def consumers(self, name: str) -> list[str]:
-        return self._consumers[name]
 
     def feeds_only_output(self, name: str) -> bool:
         """True when the node's value is what the model returns (e.g. a final softmax)."""
