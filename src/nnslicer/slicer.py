@@ -72,7 +72,8 @@ class Slicer:
 
     ``Slicer(model, theta=0.2)`` traces the model (UnsupportedOperation if an operator has no
     rule), ``profile(data)`` computes the reference means, ``slice(x, target=...)`` returns a
-    :class:`Slice`. ``batch_size`` bounds how many samples are analysed at once (memory).
+    :class:`Slice`. ``batch_size`` bounds how many samples are sliced at once (memory);
+    profiling, which holds far less per sample, runs ``4 * batch_size`` samples at a time.
     """
 
     method = "nnslicer"
@@ -113,7 +114,8 @@ class Slicer:
             self._profile = ray_profile(self, data, address=self._ray_address(),
                                         num_workers=self.num_workers)
         else:
-            self._profile = profile_batches(self.graph, data, progress=show, device=self.device)
+            self._profile = profile_batches(self.graph, data, progress=show, device=self.device,
+                                            chunk_size=4 * self.batch_size)
         return self._profile
 
     def use_profile(self, profile: Profile | str | Path) -> Profile:

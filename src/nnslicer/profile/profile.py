@@ -5,6 +5,7 @@ Sums and counts are kept (not means), so profiles of data shards add up exactly.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -158,6 +159,11 @@ def _check_batch(x: Tensor, expected: tuple[int, ...] | None, what: str) -> None
         raise InputError(f"{what} contains NaN or Inf values; clean the inputs first")
 
 
+def _num_outputs(graph: OperatorGraph, x: Tensor) -> int:
+    with torch.no_grad():
+        return _check_logits(graph.module(x[:1])).shape[1]
+
+
 def _check_logits(logits: object) -> Tensor:
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         raise InputError(
@@ -167,52 +173,54 @@ def _check_logits(logits: object) -> Tensor:
     return logits
 
 
-def _num_outputs(graph: OperatorGraph, x: Tensor) -> int:
-    with torch.no_grad():
-        return _check_logits(graph.module(x[:1])).shape[1]
-
-
 def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = False,
-                    device: torch.device | str = "cpu") -> Profile:
-    """Accumulate sums (float64) over every batch of ``data``."""
+                    device: torch.device | str = "cpu", chunk_size: int = 64) -> Profile:
+    """Accumulate sums (float64) over every batch of ``data``; the model runs once per sample.
+
+    Labelled batches are streamed: each node's value is added to its class sums as soon as it is
+    computed, so memory stays at inference level. Unlabelled samples count for the class the
+    model predicts, known only at the end of the pass, so every node's value is held until then;
+    they run ``chunk_size`` samples at a time to bound that memory.
+    """
     from tqdm.auto import tqdm
 
     class_sums: dict[str, Tensor] = {}
     counts: Tensor | None = None
     input_shape: tuple[int, ...] | None = None
-    live = {n.name for n in graph.live_nodes()}
     total = len(data) if hasattr(data, "__len__") and not isinstance(data, Tensor) else None
     bar = tqdm(iter_batches(data), total=total, desc="profiling", unit="batch",
                disable=not progress)
+
+    def add(name: str, v: Tensor, classes: Tensor, k: int) -> None:
+        if name not in class_sums:
+            class_sums[name] = torch.zeros(k, *v.shape[1:], dtype=torch.float64, device=v.device)
+        # index_add_ is ~5x cheaper than a (classes x batch) one-hot GEMM on CPU
+        class_sums[name].index_add_(0, classes, v.to(torch.float64))
+
     for x, labels in bar:
         _check_batch(x, input_shape, "profiling batch")
         input_shape = tuple(x.shape[1:])
         x = x.to(device)
-        if labels is None:  # unlabelled: attribute each sample to the model's prediction
-            with torch.no_grad():
-                labels = _check_logits(graph.module(x)).argmax(1)
-        k = _num_outputs(graph, x) if counts is None else counts.numel()
-        classes = labels.to(x.device).long()
-        if classes.numel() != x.shape[0]:
-            raise InputError(f"{classes.numel()} labels for a batch of {x.shape[0]} inputs")
-        if ((classes < 0) | (classes >= k)).any():
-            raise InputError(f"labels must be in [0, {k}) for this model's {k} outputs")
         if counts is None:
-            counts = torch.zeros(k, dtype=torch.int64, device=x.device)
-        counts += torch.bincount(classes, minlength=k)
-        onehot = torch.nn.functional.one_hot(classes, k).to(torch.float64).t()
-
-        def accumulate(name: str, v: object, onehot: Tensor = onehot, k: int = k) -> None:
-            if name not in live or not isinstance(v, Tensor):
-                return
-            # one GEMM per node gives every class sum; the overall sum is their total
-            part = (onehot @ v.reshape(v.shape[0], -1).to(torch.float64)).view(k, *v.shape[1:])
-            if name in class_sums:
-                class_sums[name] += part
-            else:
-                class_sums[name] = part
-
-        _check_logits(stream_values(graph, x, accumulate))
+            counts = torch.zeros(_num_outputs(graph, x), dtype=torch.int64, device=x.device)
+        k = counts.numel()
+        if labels is not None:
+            classes = labels.to(x.device).long()
+            if classes.numel() != x.shape[0]:
+                raise InputError(f"{classes.numel()} labels for a batch of {x.shape[0]} inputs")
+            if ((classes < 0) | (classes >= k)).any():
+                raise InputError(f"labels must be in [0, {k}) for this model's {k} outputs")
+            stream_values(graph, x, functools.partial(add, classes=classes, k=k))
+            counts += torch.bincount(classes, minlength=k)
+            continue
+        for chunk in x.split(chunk_size):
+            held: list[tuple[str, Tensor]] = []
+            logits = _check_logits(stream_values(
+                graph, chunk, lambda name, v, held=held: held.append((name, v))))
+            classes = logits.argmax(1)
+            for name, v in held:
+                add(name, v, classes, k)
+            counts += torch.bincount(classes, minlength=k)
     if counts is None:
         raise InputError("the profiling data is empty; give at least one batch")
     sums = {name: t.sum(0) for name, t in class_sums.items()}
