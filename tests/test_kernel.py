@@ -98,3 +98,30 @@ def test_two_term_shortcut_equals_sorted_rule(seed: int, theta: float, ties: boo
     kept3, total3 = theta_keep(torch.cat([terms, torch.zeros(200, 1, dtype=torch.float64)], 1),
                                theta)
     assert torch.equal(kept2, kept3[:, :2]) and torch.equal(total2, total3)
+
+
+def test_cut_below_the_top_level() -> None:
+    """k* among terms smaller than max/8: the kernel must go on past its first level."""
+    x = np.array([[10.0, -10.0] + [1.0] * 20 + [0.01] * 5])
+    w = np.ones((1, x.shape[1]))
+    x_out, _ = kernels.weighted_rows(x, w, np.array([0]), np.array([0]), np.array([1]),
+                                     np.array([20.05]), np.array([0]), np.array([0]), 1, 0, 0.2)
+    # T = 20.05; after ±10 and 16 ones |T − S| = 4.05 ≥ 4.01, the 17th one reaches it
+    assert x_out[0, :2].tolist() == [1.0, -1.0]
+    assert x_out[0, 2:22].tolist() == [1.0] * 20  # equal magnitudes: all ties are kept
+    assert not x_out[0, 22:].any()
+    kernel_vs_policy(x, w, np.array([1]), np.array([20.05]), kernels.MODE_NNSLICER, 0.2)
+
+
+def test_float32_weights_are_widened_exactly() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 50))
+    w32 = rng.standard_normal((4, 50)).astype(np.float32)
+    xrow, wrow = np.repeat(np.arange(6), 4), np.tile(np.arange(4), 6)
+    csign, yraw = np.ones(24, dtype=np.int64), rng.standard_normal(24)
+    for mode in (kernels.MODE_NNSLICER, kernels.MODE_EFFECTIVE_PATH):
+        got = kernels.weighted_rows(x, w32, xrow, wrow, csign, yraw, wrow, xrow, 4, mode, 0.2)
+        want = kernels.weighted_rows(x, w32.astype(np.float64), xrow, wrow, csign, yraw, wrow,
+                                     xrow, 4, mode, 0.2)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

@@ -123,16 +123,16 @@ def weighted_sum_rows(step: Step, rows: Tensor, weight: Tensor, c: Tensor, y_raw
     y = y_raw[b, q, o].to(torch.float64)
     syn = step.synapse_buffer(synapse, synapse_shape).view(-1, K)
     synrow = step.synapse_rows(b, o, O)
-    w = weight.to(torch.float64)
     mode = getattr(step.policy, "kernel_mode", None)
     if kernels.ENABLED and mode is not None and rows.device.type == "cpu":
-        in_rows, syn_add = kernels.weighted_rows(
-            rows.contiguous().numpy(), w.contiguous().numpy(), xrow.numpy(), o.numpy(),
-            c_sign.numpy(), y.numpy(), synrow.numpy(), (b * Q + q).numpy(), syn.shape[0],
+        in_rows, syn_add = kernels.weighted_rows(  # the kernel widens w to float64 itself
+            rows.contiguous().numpy(), weight.detach().contiguous().numpy(), xrow.numpy(),
+            o.numpy(), c_sign.numpy(), y.numpy(), synrow.numpy(), (b * Q + q).numpy(), syn.shape[0],
             mode, step.policy.theta,
         )
         syn += torch.from_numpy(syn_add)
         return torch.from_numpy(in_rows)
+    w = weight.to(torch.float64)
     in_rows = torch.zeros_like(rows)
     chunk = max(1, TERM_BUDGET // max(K, 1))
     for s in range(0, nz.shape[0], chunk):
