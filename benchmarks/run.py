@@ -44,6 +44,7 @@ MODELS: dict[str, dict[str, Any]] = {
 THETA = 0.2
 BATCHES = (1, 16)
 PROFILE_BATCH = 16
+RAY_SHARD = 4  # samples per Ray task (and the workers' slicer batch size)
 WEIGHT_SEED, INPUT_SEED = 0, 1
 
 
@@ -159,7 +160,8 @@ def child_ray(job: dict[str, Any]) -> dict[str, Any]:
     from nnslicer.parallel import RayPool
 
     model, shape = build(job["model"])
-    slicer = nnslicer.Slicer(model, theta=THETA, batch_size=1)
+    shard = RAY_SHARD
+    slicer = nnslicer.Slicer(model, theta=THETA, batch_size=shard)
     slicer.use_profile(job["profile_path"])
     n = job["samples"]
     x = inputs(n, shape, seed=INPUT_SEED + 2)
@@ -172,8 +174,8 @@ def child_ray(job: dict[str, Any]) -> dict[str, Any]:
             with RayPool(slicer, num_workers=workers) as pool:
                 pool.workers()  # actors up, slicers built
                 startup = time.perf_counter() - start
-                pool.slice(x[:workers], shard_size=1)  # warm-up: one sample per worker
-                wall, _ = timed(lambda pool=pool: pool.slice(x, shard_size=1))
+                pool.slice(x[:workers * shard], shard_size=shard)  # warm-up: a shard per worker
+                wall, _ = timed(lambda pool=pool: pool.slice(x, shard_size=shard))
             rows.append({"model": job["model"], "workers": workers, "samples": n,
                          "startup_s": startup, "seconds": wall, "samples_per_s": n / wall})
     finally:
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds one case may take (default 600, quick 20)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")
     parser.add_argument("--ray-samples", type=int, default=None,
-                        help="samples sliced in the Ray comparison (default 4, quick 2)")
+                        help="samples sliced in the Ray comparison (default 16, quick 8)")
     parser.add_argument("--label", default="", help="free text stored in the results")
     parser.add_argument("--markdown", metavar="RESULTS_JSON",
                         help="print a results file as Markdown tables and exit")
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(MODELS)}")
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.budget = args.budget or (20.0 if args.quick else 600.0)
-    ray_samples = args.ray_samples or (2 if args.quick else 4)
+    ray_samples = args.ray_samples or (2 * RAY_SHARD if args.quick else 4 * RAY_SHARD)
     do_ray = "resnet10" in cases and not args.no_ray
     if do_ray:
         try:

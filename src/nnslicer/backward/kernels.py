@@ -216,6 +216,12 @@ if AVAILABLE:
                             syn_out[chunk, srow, k] += 1
 
 
+def set_threads(threads: int) -> None:
+    """Use at most ``threads`` numba threads in this process (torch has its own setting)."""
+    if AVAILABLE:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
 def chunk_starts(group: np.ndarray, chunks: int) -> np.ndarray:
     """Split sorted group keys into at most ``chunks`` ranges that never split a group."""
     n = group.shape[0]

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ..backward import kernels
 from ..errors import InputError
 from ..profile.profile import Profile, iter_batches
 
@@ -175,6 +176,7 @@ class ShardWorker:
 
     def __init__(self, threads: int = 1):
         torch.set_num_threads(threads)
+        kernels.set_threads(threads)
         self.slicer: Slicer | None = None
 
     def _slicer(self, shared: list[Any]) -> Slicer:
@@ -240,8 +242,12 @@ class RayPool:
                               {k: v.cpu() for k, v in profile.class_sums.items()},
                               profile.class_counts.cpu(), profile.fingerprint)
         self._profile = self.ray.put(profile)
-        self._actor_cls = self.ray.remote(num_cpus=1, max_restarts=max_retries,
-                                          max_task_retries=max_retries)(ShardWorker)
+        # one thread per actor, numba's pool included: actors sharing a node's CPUs must not
+        # oversubscribe them (numba otherwise starts one thread per CPU in every actor)
+        self._actor_cls = self.ray.remote(
+            num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries,
+            runtime_env={"env_vars": {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}},
+        )(ShardWorker)
         self.actors = [self._new_actor() for _ in range(num_workers)]
 
     def _new_actor(self) -> Any:
