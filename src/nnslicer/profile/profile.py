@@ -159,11 +159,6 @@ def _check_batch(x: Tensor, expected: tuple[int, ...] | None, what: str) -> None
         raise InputError(f"{what} contains NaN or Inf values; clean the inputs first")
 
 
-def _num_outputs(graph: OperatorGraph, x: Tensor) -> int:
-    with torch.no_grad():
-        return _check_logits(graph.module(x[:1])).shape[1]
-
-
 def _check_logits(logits: object) -> Tensor:
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         raise InputError(
@@ -173,58 +168,87 @@ def _check_logits(logits: object) -> Tensor:
     return logits
 
 
+class _ClassSums:
+    """Per-class float64 sums of every live node and per-class counts, filled batch by batch."""
+
+    # Adding a float32 sample into a float64 row in place converts on the fly: for large values
+    # that is ~2x cheaper than converting the batch and index_add_-ing it; for small values the
+    # per-sample calls cost more than they save.
+    PER_SAMPLE_MIN = 16384
+
+    def __init__(self, num_classes: int, device: torch.device):
+        self.sums: dict[str, Tensor] = {}
+        self.counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
+
+    def check(self, classes: Tensor) -> None:
+        k = self.counts.numel()
+        if ((classes < 0) | (classes >= k)).any():
+            raise InputError(f"labels must be in [0, {k}) for this model's {k} outputs")
+
+    def add(self, name: str, v: Tensor, classes: Tensor, class_list: list[int]) -> None:
+        sums = self.sums.get(name)
+        if sums is None:
+            sums = self.sums[name] = torch.zeros(self.counts.numel(), *v.shape[1:],
+                                                 dtype=torch.float64, device=v.device)
+        if v[0].numel() >= self.PER_SAMPLE_MIN:
+            for i, c in enumerate(class_list):
+                sums[c].add_(v[i])
+        else:  # index_add_ is ~5x cheaper than a (classes x batch) one-hot GEMM on CPU
+            sums.index_add_(0, classes, v.to(torch.float64))
+
+    def count(self, classes: Tensor) -> None:
+        self.counts += torch.bincount(classes, minlength=self.counts.numel())
+
+
 def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = False,
                     device: torch.device | str = "cpu", chunk_size: int = 64) -> Profile:
     """Accumulate sums (float64) over every batch of ``data``; the model runs once per sample.
 
     Labelled batches are streamed: each node's value is added to its class sums as soon as it is
     computed, so memory stays at inference level. Unlabelled samples count for the class the
-    model predicts, known only at the end of the pass, so every node's value is held until then;
-    they run ``chunk_size`` samples at a time to bound that memory.
+    model predicts, known only at the end of the pass, so every node's value is held until then
+    (so are the first batch's, until the number of classes is known); held batches run
+    ``chunk_size`` samples at a time to bound that memory.
     """
     from tqdm.auto import tqdm
 
-    class_sums: dict[str, Tensor] = {}
-    counts: Tensor | None = None
+    acc: _ClassSums | None = None
     input_shape: tuple[int, ...] | None = None
     total = len(data) if hasattr(data, "__len__") and not isinstance(data, Tensor) else None
     bar = tqdm(iter_batches(data), total=total, desc="profiling", unit="batch",
                disable=not progress)
-
-    def add(name: str, v: Tensor, classes: Tensor, k: int) -> None:
-        if name not in class_sums:
-            class_sums[name] = torch.zeros(k, *v.shape[1:], dtype=torch.float64, device=v.device)
-        # index_add_ is ~5x cheaper than a (classes x batch) one-hot GEMM on CPU
-        class_sums[name].index_add_(0, classes, v.to(torch.float64))
-
     for x, labels in bar:
         _check_batch(x, input_shape, "profiling batch")
         input_shape = tuple(x.shape[1:])
         x = x.to(device)
-        if counts is None:
-            counts = torch.zeros(_num_outputs(graph, x), dtype=torch.int64, device=x.device)
-        k = counts.numel()
+        classes = None
         if labels is not None:
             classes = labels.to(x.device).long()
             if classes.numel() != x.shape[0]:
                 raise InputError(f"{classes.numel()} labels for a batch of {x.shape[0]} inputs")
-            if ((classes < 0) | (classes >= k)).any():
-                raise InputError(f"labels must be in [0, {k}) for this model's {k} outputs")
-            stream_values(graph, x, functools.partial(add, classes=classes, k=k))
-            counts += torch.bincount(classes, minlength=k)
+        if classes is not None and acc is not None:
+            acc.check(classes)
+            add = functools.partial(acc.add, classes=classes, class_list=classes.tolist())
+            stream_values(graph, x, add)
+            acc.count(classes)
             continue
-        for chunk in x.split(chunk_size):
+        for start in range(0, x.shape[0], chunk_size):
             held: list[tuple[str, Tensor]] = []
             logits = _check_logits(stream_values(
-                graph, chunk, lambda name, v, held=held: held.append((name, v))))
-            classes = logits.argmax(1)
+                graph, x[start:start + chunk_size],
+                lambda name, v, held=held: held.append((name, v))))
+            if acc is None:
+                acc = _ClassSums(logits.shape[1], x.device)
+            part = logits.argmax(1) if classes is None else classes[start:start + chunk_size]
+            acc.check(part)
+            class_list = part.tolist()
             for name, v in held:
-                add(name, v, classes, k)
-            counts += torch.bincount(classes, minlength=k)
-    if counts is None:
+                acc.add(name, v, part, class_list)
+            acc.count(part)
+    if acc is None:
         raise InputError("the profiling data is empty; give at least one batch")
-    sums = {name: t.sum(0) for name, t in class_sums.items()}
+    sums = {name: t.sum(0) for name, t in acc.sums.items()}
     shapes = {name: list(t.shape) for name, t in sums.items()}
     fp = fingerprint(graph, shapes)
     fp["input_shape"] = list(input_shape)
-    return Profile(sums, class_sums, counts, fp)
+    return Profile(sums, acc.sums, acc.counts, fp)
