@@ -1,0 +1,85 @@
+"""Profiling sums against a direct float64 computation, on both accumulation paths."""
+
+import pytest
+import torch
+from torch import nn
+
+import nnslicer
+from nnslicer.forward.recorder import record_values
+from nnslicer.profile.profile import _ClassSums, profile_batches
+
+torch.set_num_threads(1)
+
+
+def wide_model() -> nn.Module:
+    """Activations of 32·32·16 = 16384 values per sample: large enough for the per-sample path,
+    while the linear layers stay on the index_add_ path."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(64, 5),
+    ).double().eval()  # float64: conv results do not depend on the batch split
+
+
+def direct_class_sums(slicer: nnslicer.Slicer, x: torch.Tensor, classes: torch.Tensor,
+                      k: int) -> dict[str, torch.Tensor]:
+    values = record_values(slicer.graph, x)
+    out = {}
+    for node in slicer.graph.live_nodes():
+        v = values[node.name].to(torch.float64)
+        sums = torch.zeros(k, *v.shape[1:], dtype=torch.float64)
+        for i, c in enumerate(classes.tolist()):  # sample order, as the engine adds them
+            sums[c] += v[i]
+        out[node.name] = sums
+    return out
+
+
+def test_both_accumulation_paths_are_exercised() -> None:
+    slicer = nnslicer.Slicer(wide_model())
+    values = record_values(slicer.graph, torch.rand(1, 1, 32, 32, dtype=torch.float64))
+    sizes = [values[n.name][0].numel() for n in slicer.graph.live_nodes()]
+    assert max(sizes) >= _ClassSums.PER_SAMPLE_MIN > min(sizes)
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_class_sums_equal_direct_float64_sums(labelled: bool) -> None:
+    slicer = nnslicer.Slicer(wide_model())
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(23, 1, 32, 32, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        predicted = slicer.graph.module(x).argmax(1)
+    labels = torch.randint(0, 5, (23,), generator=g) if labelled else predicted
+    parts = [(x[:7], labels[:7]), (x[7:16], labels[7:16]), (x[16:], labels[16:])]
+    data = parts if labelled else [p[0] for p in parts]
+    # chunk_size 4 splits the held batches (the first one always, all when unlabelled)
+    profile = profile_batches(slicer.graph, data, chunk_size=4)
+    want = direct_class_sums(slicer, x, labels, 5)
+    assert profile.class_counts.tolist() == torch.bincount(labels, minlength=5).tolist()
+    assert set(profile.class_sums) == set(want)
+    for name, sums in want.items():
+        torch.testing.assert_close(profile.class_sums[name], sums, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(profile.sums[name], sums.sum(0), rtol=1e-12, atol=1e-12)
+
+
+def test_out_of_range_labels_in_first_and_later_batches() -> None:
+    slicer = nnslicer.Slicer(wide_model())
+    x = torch.rand(4, 1, 32, 32, dtype=torch.float64)
+    ok = torch.tensor([0, 1, 2, 3])
+    bad = torch.tensor([0, 1, 2, 5])
+    for data in ([(x, bad)], [(x, ok), (x, bad)]):
+        with pytest.raises(nnslicer.InputError, match=r"labels must be in \[0, 5\)"):
+            slicer.profile(data)
+
+
+def test_float32_values_are_summed_in_float64() -> None:
+    """A float32 model: each batch is run whole here, so the direct sums see the same values."""
+    slicer = nnslicer.Slicer(wide_model().float())
+    g = torch.Generator().manual_seed(2)
+    batches = [torch.rand(n, 1, 32, 32, generator=g) * 1e4 for n in (5, 6)]
+    labels = [torch.randint(0, 5, (n,), generator=g) for n in (5, 6)]
+    profile = profile_batches(slicer.graph, list(zip(batches, labels, strict=True)))
+    for name in profile.class_sums:
+        want = sum(direct_class_sums(slicer, x, c, 5)[name]
+                   for x, c in zip(batches, labels, strict=True))
+        assert profile.class_sums[name].dtype == torch.float64
+        torch.testing.assert_close(profile.class_sums[name], want, rtol=1e-15, atol=0.0)
