@@ -142,6 +142,14 @@ if AVAILABLE:
         return 0.0
 
     @njit(cache=True, parallel=True)
+    def _add_chunks(syn_out, syn):  # pragma: no cover - compiled
+        """syn += the per-chunk synapse counts, rows in parallel."""
+        for i in prange(syn.shape[0]):
+            for c in range(syn_out.shape[0]):
+                for k in range(syn.shape[1]):
+                    syn[i, k] += syn_out[c, i, k]
+
+    @njit(cache=True, parallel=True)
     def _weighted_rows(x, w, xrow, wrow, csign, yraw, synrow, starts, mode, theta,
                        x_out, syn_out):  # pragma: no cover - compiled
         K = x.shape[1]
@@ -238,11 +246,18 @@ def chunk_starts(group: np.ndarray, chunks: int) -> np.ndarray:
 
 def weighted_rows(x: np.ndarray, w: np.ndarray, xrow: np.ndarray, wrow: np.ndarray,
                   csign: np.ndarray, yraw: np.ndarray, synrow: np.ndarray, group: np.ndarray,
-                  syn_rows: int, mode: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Run the fused kernel; returns (input-row signs (R, K) float64, synapse signs)."""
+                  syn_rows: int, mode: int, theta: float,
+                  syn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run the fused kernel; returns (input-row signs (R, K) float64, synapse signs).
+
+    The synapse signs (int64, (syn_rows, K)) are added to ``syn`` when it is given.
+    """
     chunks = max(1, numba.get_num_threads() * 2)
     starts = chunk_starts(group, chunks)
     x_out = np.zeros(x.shape, dtype=np.float64)
     syn_out = np.zeros((starts.shape[0] - 1, syn_rows, x.shape[1]), dtype=np.int32)
     _weighted_rows(x, w, xrow, wrow, csign, yraw, synrow, starts, mode, theta, x_out, syn_out)
-    return x_out, syn_out.sum(axis=0, dtype=np.int64)
+    if syn is None:
+        syn = np.zeros((syn_rows, x.shape[1]), dtype=np.int64)
+    _add_chunks(syn_out, syn)
+    return x_out, syn

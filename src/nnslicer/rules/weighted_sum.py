@@ -125,12 +125,11 @@ def weighted_sum_rows(step: Step, rows: Tensor, weight: Tensor, c: Tensor, y_raw
     synrow = step.synapse_rows(b, o, O)
     mode = getattr(step.policy, "kernel_mode", None)
     if kernels.ENABLED and mode is not None and rows.device.type == "cpu":
-        in_rows, syn_add = kernels.weighted_rows(  # the kernel widens w to float64 itself
+        in_rows, _ = kernels.weighted_rows(  # the kernel widens w to float64 itself
             rows.contiguous().numpy(), weight.detach().contiguous().numpy(), xrow.numpy(),
             o.numpy(), c_sign.numpy(), y.numpy(), synrow.numpy(), (b * Q + q).numpy(), syn.shape[0],
-            mode, step.policy.theta,
+            mode, step.policy.theta, syn=syn.numpy(),  # adds to the synapse buffer in place
         )
-        syn += torch.from_numpy(syn_add)
         return torch.from_numpy(in_rows)
     w = weight.to(torch.float64)
     in_rows = torch.zeros_like(rows)
