@@ -1,6 +1,7 @@
 """Fused weighted-sum kernel: terms, exact selection and accumulation in one pass (numba).
 
-For each live output point the kernel computes its terms t_k = W[o, k] · X[r, k], applies the
+For each live output point the kernel computes its terms t_k = W[o, k] · X[r, k] (row r read in
+place from the flat input: a conv window of the padded input, a linear row), applies the
 policy's selection and adds the signs to the input rows and the synapses. It returns exactly
 what ``policy.weighted_sum`` (the torch reference in policy.py) gives, without sorting:
 
@@ -150,10 +151,22 @@ if AVAILABLE:
                     syn[i, k] += syn_out[c, i, k]
 
     @njit(cache=True, parallel=True)
-    def _weighted_rows(x, w, xrow, wrow, csign, yraw, synrow, starts, mode, theta,
-                       x_out, syn_out):  # pragma: no cover - compiled
-        K = x.shape[1]
+    def _sum_slots(out):  # pragma: no cover - compiled
+        """out[0] += out[1:], in parallel."""
+        for i in prange(out.shape[1]):
+            for s in range(1, out.shape[0]):
+                out[0, i] += out[s, i]
+
+    @njit(cache=True, parallel=True)
+    def _weighted_windows(src, rowbase, koff, w, xrow, wrow, csign, yraw, synrow, starts, mode,
+                          theta, out, syn_out):  # pragma: no cover - compiled
+        K = koff.shape[0]
+        last_slot = out.shape[0] - 1
         for chunk in prange(starts.shape[0] - 1):
+            slot = min(np.int64(chunk), last_slot)  # one output copy per chunk, or a shared one
+            x = np.empty(K)  # the current row's window, gathered once per row
+            last = -1
+            base = 0
             t = np.empty(K)
             cand = np.empty(K, dtype=np.int64)
             rest = np.empty(K, dtype=np.int64)
@@ -163,12 +176,17 @@ if AVAILABLE:
             b_neg = np.empty(_MAX_BUCKETS)
             for p in range(starts[chunk], starts[chunk + 1]):
                 r = xrow[p]
+                if r != last:
+                    base = rowbase[r]
+                    for k in range(K):
+                        x[k] = src[base + koff[k]]
+                    last = r
                 o = wrow[p]
                 total = 0.0
                 mx = 0.0
                 n = 0
                 for k in range(K):
-                    v = np.float64(w[o, k]) * x[r, k]
+                    v = np.float64(w[o, k]) * x[k]
                     t[k] = v
                     total += v
                     a = abs(v)
@@ -196,14 +214,14 @@ if AVAILABLE:
                             v = t[k]
                             if abs(v) >= cut:
                                 sg = s0 if v > 0 else -s0
-                                x_out[r, k] += sg
+                                out[slot, base + koff[k]] += sg
                                 syn_out[chunk, srow, k] += sg
                         continue
                     for k in range(K):
                         v = t[k]
                         if v != 0.0 and abs(v) >= cut:
                             sg = s0 if v > 0 else -s0
-                            x_out[r, k] += sg
+                            out[slot, base + koff[k]] += sg
                             syn_out[chunk, srow, k] += sg
                 else:
                     flip = -1.0 if yraw[p] < 0 else 1.0
@@ -220,7 +238,7 @@ if AVAILABLE:
                                     b_pos, b_neg)
                     for k in range(K):
                         if t[k] > 0.0 and t[k] >= cut:
-                            x_out[r, k] += 1
+                            out[slot, base + koff[k]] += 1
                             syn_out[chunk, srow, k] += 1
 
 
@@ -244,20 +262,37 @@ def chunk_starts(group: np.ndarray, chunks: int) -> np.ndarray:
     return np.asarray(cuts, dtype=np.int64)
 
 
-def weighted_rows(x: np.ndarray, w: np.ndarray, xrow: np.ndarray, wrow: np.ndarray,
-                  csign: np.ndarray, yraw: np.ndarray, synrow: np.ndarray, group: np.ndarray,
-                  syn_rows: int, mode: int, theta: float,
-                  syn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Run the fused kernel; returns (input-row signs (R, K) float64, synapse signs).
+def weighted_windows(src: np.ndarray, rowbase: np.ndarray, koff: np.ndarray, w: np.ndarray,
+                     xrow: np.ndarray, wrow: np.ndarray, csign: np.ndarray, yraw: np.ndarray,
+                     synrow: np.ndarray, group: np.ndarray, syn: np.ndarray, mode: int,
+                     theta: float, overlapping: bool) -> np.ndarray:
+    """Run the fused kernel over windows of a flat source; returns the signs added to every
+    entry of ``src`` (float64, same shape) and adds the synapse signs to ``syn`` (int64, (·, K)).
 
-    The synapse signs (int64, (syn_rows, K)) are added to ``syn`` when it is given.
+    Row r's terms are W[o, k] · src[rowbase[r] + koff[k]], so a conv reads its padded input in
+    place (no im2col copy). Rows of one group are never split between chunks; when rows of
+    different groups may share entries (``overlapping``, e.g. conv windows), every chunk adds
+    into its own copy of the output and the copies are summed.
     """
     chunks = max(1, numba.get_num_threads() * 2)
     starts = chunk_starts(group, chunks)
-    x_out = np.zeros(x.shape, dtype=np.float64)
-    syn_out = np.zeros((starts.shape[0] - 1, syn_rows, x.shape[1]), dtype=np.int32)
-    _weighted_rows(x, w, xrow, wrow, csign, yraw, synrow, starts, mode, theta, x_out, syn_out)
-    if syn is None:
-        syn = np.zeros((syn_rows, x.shape[1]), dtype=np.int64)
+    slots = starts.shape[0] - 1 if overlapping else 1
+    out = np.zeros((max(slots, 1), src.shape[0]), dtype=np.float64)
+    syn_out = np.zeros((starts.shape[0] - 1, syn.shape[0], koff.shape[0]), dtype=np.int32)
+    _weighted_windows(src, rowbase, koff, w, xrow, wrow, csign, yraw, synrow, starts, mode, theta,
+                      out, syn_out)
     _add_chunks(syn_out, syn)
-    return x_out, syn
+    if out.shape[0] > 1:
+        _sum_slots(out)
+    return out[0]
+
+
+def weighted_rows(x: np.ndarray, w: np.ndarray, xrow: np.ndarray, wrow: np.ndarray,
+                  csign: np.ndarray, yraw: np.ndarray, synrow: np.ndarray, group: np.ndarray,
+                  syn_rows: int, mode: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel on explicit rows x (R, K): returns (row signs (R, K), synapse signs)."""
+    R, K = x.shape
+    syn = np.zeros((syn_rows, K), dtype=np.int64)
+    out = weighted_windows(np.ascontiguousarray(x).reshape(-1), np.arange(R) * K, np.arange(K),
+                           w, xrow, wrow, csign, yraw, synrow, group, syn, mode, theta, False)
+    return out.reshape(R, K), syn

@@ -8,6 +8,7 @@ Average pools use t = Δx: the divisor is one positive number per output point, 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -85,37 +86,45 @@ class ConvRule(Rule):
         stride2 = (1, *_pair(stride, 1)) if one_d else _pair(stride, 2)
         dil2 = (1, *_pair(dilation, 1)) if one_d else _pair(dilation, 2)
         pads = _explicit_padding(padding, (kh, kw), dil2, 1 if one_d else 2)
-        xp = F.pad(dx, pads)
-        B, _, Hp, Wp = xp.shape
+        xp = F.pad(dx, pads).contiguous()
+        B, C, Hp, Wp = xp.shape
         O, K = weight.shape[0], weight[0].numel()
-        cols = F.unfold(xp, (kh, kw), dilation=dil2, stride=stride2)  # (B, G*K, L)
-        L = cols.shape[-1]
-        rows = cols.view(B, groups, K, L).transpose(2, 3).reshape(-1, K)
-        in_rows = weighted_sum_rows(
-            step, rows, weight.detach().reshape(O, K), c_out.reshape(B, O, L).transpose(1, 2),
-            y_raw.reshape(B, O, L).transpose(1, 2), groups, _weight_name(step.node), weight_shape,
-        )
-        folded = F.fold(
-            in_rows.view(B, groups, L, K).transpose(2, 3).reshape(B, groups * K, L),
-            (Hp, Wp), (kh, kw), dilation=dil2, stride=stride2,
+        Lh, Lw = c_out.shape[-2:]
+        (sh, sw), (dh, dw) = stride2, dil2
+        Cg, plane = C // groups, Hp * Wp
+        ar = functools.partial(torch.arange, device=xp.device)
+        # window of output position (qh, qw) in channel group g of sample b: entries
+        # (b·G + g)·Cg·plane + qh·sh·Wp + qw·sw + koff[k], k = (c, i, j) as in weight[o]
+        koff = (ar(Cg)[:, None, None] * plane + ar(kh)[None, :, None] * (dh * Wp)
+                + ar(kw)[None, None, :] * dw).reshape(-1)
+        corner = (ar(Lh)[:, None] * (sh * Wp) + ar(Lw)[None, :] * sw).reshape(-1)
+        rowbase = (ar(B * groups)[:, None] * (Cg * plane) + corner[None, :]).reshape(-1)
+        L = Lh * Lw
+        overlapping = (kh - 1) * dh >= sh or (kw - 1) * dw >= sw
+        signs = weighted_sum_windows(
+            step, xp.view(-1), rowbase, koff, weight.detach().reshape(O, K),
+            c_out.reshape(B, O, L).transpose(1, 2), y_raw.reshape(B, O, L).transpose(1, 2),
+            groups, _weight_name(step.node), weight_shape, overlapping,
         )
         pl, pr, pt, pb = pads
-        contrib = folded[:, :, pt : Hp - pb, pl : Wp - pr]
+        contrib = signs.view(B, C, Hp, Wp)[:, :, pt : Hp - pb, pl : Wp - pr]
         if one_d:
             contrib = contrib.squeeze(2)
         step.send(x_arg, contrib.round().to(torch.int64))
 
 
-def weighted_sum_rows(step: Step, rows: Tensor, weight: Tensor, c: Tensor, y_raw: Tensor,
-                      groups: int, synapse: str, synapse_shape: torch.Size) -> Tensor:
-    """Shared core of conv and linear: output point (b, q, o) has terms W[o] · rows[r].
+def weighted_sum_windows(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor,
+                         weight: Tensor, c: Tensor, y_raw: Tensor, groups: int, synapse: str,
+                         synapse_shape: torch.Size, overlapping: bool) -> Tensor:
+    """Shared core of conv and linear: output point (b, q, o) has terms W[o, k] · src[i_k],
+    i_k = rowbase[r] + koff[k], r = (b·G + g)·Q + q, g = o // (O / G).
 
-    ``rows`` is (B·G·Q, K) with r = (b·G + g)·Q + q, g = o // (O / G); ``c`` and ``y_raw``
-    are (B, Q, O). Returns the signs added to every row entry (float64, shape of ``rows``)
-    and adds the synapse signs to the buffer of ``synapse``.
+    ``src`` is the flat float64 Δ of the input (padded for a conv); ``c`` and ``y_raw`` are
+    (B, Q, O). Returns the signs added to every entry of ``src`` (float64, same shape) and adds
+    the synapse signs to the buffer of ``synapse``. ``overlapping``: rows may share entries.
     """
     B, Q, O = c.shape
-    K = rows.shape[1]
+    K = koff.shape[0]
     nz = c.nonzero()  # sorted by (b, q): points sharing input rows are adjacent
     b, q, o = nz.unbind(1)
     xrow = (b * groups + o // (O // groups)) * Q + q
@@ -124,23 +133,24 @@ def weighted_sum_rows(step: Step, rows: Tensor, weight: Tensor, c: Tensor, y_raw
     syn = step.synapse_buffer(synapse, synapse_shape).view(-1, K)
     synrow = step.synapse_rows(b, o, O)
     mode = getattr(step.policy, "kernel_mode", None)
-    if kernels.ENABLED and mode is not None and rows.device.type == "cpu":
-        in_rows, _ = kernels.weighted_rows(  # the kernel widens w to float64 itself
-            rows.contiguous().numpy(), weight.detach().contiguous().numpy(), xrow.numpy(),
-            o.numpy(), c_sign.numpy(), y.numpy(), synrow.numpy(), (b * Q + q).numpy(), syn.shape[0],
-            mode, step.policy.theta, syn=syn.numpy(),  # adds to the synapse buffer in place
-        )
-        return torch.from_numpy(in_rows)
+    if kernels.ENABLED and mode is not None and src.device.type == "cpu":
+        out = kernels.weighted_windows(  # the kernel widens w to float64 itself
+            src.numpy(), rowbase.numpy(), koff.numpy(), weight.detach().contiguous().numpy(),
+            xrow.numpy(), o.numpy(), c_sign.numpy(), y.numpy(), synrow.numpy(),
+            (b * Q + q).numpy(), syn.numpy(), mode, step.policy.theta, overlapping,
+        )  # adds to the synapse buffer in place
+        return torch.from_numpy(out)
     w = weight.to(torch.float64)
-    in_rows = torch.zeros_like(rows)
+    out = torch.zeros_like(src)
     chunk = max(1, TERM_BUDGET // max(K, 1))
     for s in range(0, nz.shape[0], chunk):
         part = slice(s, s + chunk)
-        terms = w[o[part]] * rows[xrow[part]]
+        entries = rowbase[xrow[part]][:, None] + koff[None, :]
+        terms = w[o[part]] * src[entries]
         signs = step.policy.weighted_sum(terms, c_sign[part], y[part])
         syn.index_add_(0, synrow[part], signs)
-        in_rows.index_add_(0, xrow[part], signs.to(torch.float64))
-    return in_rows
+        out.index_add_(0, entries.reshape(-1), signs.reshape(-1).to(torch.float64))
+    return out
 
 
 def _explicit_padding(
@@ -178,15 +188,16 @@ class LinearRule(Rule):
         x_arg = step.arg(0, "input")
         weight = step.module.weight if step.module is not None else step.value(step.arg(1))
         O, K = weight.shape
-        dx = step.delta(x_arg)
+        dx = step.delta(x_arg).contiguous()
         B = dx.shape[0]
-        rows = dx.reshape(-1, K)
-        P = rows.shape[0] // B
-        in_rows = weighted_sum_rows(
-            step, rows, weight.detach(), step.c_out.reshape(B, P, O),
-            step.value_out.reshape(B, P, O), 1, _weight_name(step.node), weight.shape,
+        R = dx.numel() // K
+        P = R // B
+        ar = functools.partial(torch.arange, device=dx.device)
+        signs = weighted_sum_windows(
+            step, dx.view(-1), ar(R) * K, ar(K), weight.detach(), step.c_out.reshape(B, P, O),
+            step.value_out.reshape(B, P, O), 1, _weight_name(step.node), weight.shape, False,
         )
-        step.send(x_arg, in_rows.view(dx.shape).round().to(torch.int64))
+        step.send(x_arg, signs.view(dx.shape).round().to(torch.int64))
 
 
 class AddSubRule(Rule):
