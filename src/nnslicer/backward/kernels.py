@@ -15,8 +15,10 @@ Only when k* is not in the top level are the remaining terms bucketed the same w
 are then added for the kept terms only. EffectivePath's running sum is monotone, so the bucket
 that crosses its goal is the only one entered.
 
-Points are grouped by input row, and chunks never split a group, so input-row accumulators are
-written by one thread each; synapse accumulators are per chunk and summed afterwards.
+Points are grouped by input row (each row is gathered once per group) and chunks never split a
+group. Rows that share input entries (overlapping conv windows) may sit in different chunks, so
+then every chunk adds into its own copy of the input; synapse counts are per chunk too, and the
+copies are summed afterwards.
 """
 
 from __future__ import annotations
