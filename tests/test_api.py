@@ -103,6 +103,28 @@ def test_per_sample_sums_to_batch_and_chunking_is_invisible(setup) -> None:
     assert_slices_equal(per.sample(2), slicer.slice(x[2:3]))
 
 
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_chosen_synapses_equal_those_of_the_full_slice(setup, per_sample: bool) -> None:
+    _, slicer, x = setup
+    full = slicer.slice(x, per_sample=per_sample)
+    wanted = ["conv2.weight", "fc1.weight"]
+    part = slicer.slice(x, per_sample=per_sample, synapses=wanted)
+    assert sorted(part.synapses) == wanted
+    for name in wanted:
+        assert torch.equal(part.synapses[name], full.synapses[name]), name
+    for name, n in full.neurons.items():  # neurons are unaffected
+        assert torch.equal(part.neurons[name], n), name
+    one = slicer.slice(x, per_sample=per_sample, synapses="fc2.weight")
+    assert list(one.synapses) == ["fc2.weight"]
+    assert torch.equal(one.synapses["fc2.weight"], full.synapses["fc2.weight"])
+
+
+def test_unknown_synapse_names_are_refused(setup) -> None:
+    _, slicer, x = setup
+    with pytest.raises(InputError, match=r"no synapses named \['bn.weight', 'nope'\]"):
+        slicer.slice(x, synapses=["nope", "conv1.weight", "bn.weight"])
+
+
 def test_class_reference_differs_and_needs_profiled_classes(setup) -> None:
     _, slicer, x = setup
     a = slicer.slice(x, reference="dataset")

@@ -128,6 +128,7 @@ def test_pool_slices_are_identical_to_serial(ray_local, profiled):
         ({"target": 3, "reference": "class"}, 3),  # shard_size 3 rounds up to 4 = 2 chunks
         ({"target": torch.arange(7) % 10, "per_sample": True}, 1),
         ({"target": mask, "reference": "class", "per_sample": True}, 5),
+        ({"per_sample": True, "synapses": [next(iter(slicer.graph.synapse_parameters()))]}, 2),
     ]
     with RayPool(slicer, num_workers=2) as pool:
         assert len({w["pid"] for w in pool.workers()}) == 2

@@ -157,15 +157,20 @@ class Slicer:
         _check_batch(x, expected, "input x")
 
     def slice(self, x: Tensor, target: Target = None, reference: str = "dataset",
-              per_sample: bool = False) -> Slice:
-        """Slice the criterion (x, target). See SPEC §6 for the target forms."""
+              per_sample: bool = False, synapses: Iterable[str] | None = None) -> Slice:
+        """Slice the criterion (x, target). See SPEC §6 for the target forms.
+
+        ``synapses``: names of the weights whose synapses to compute (default: all). With
+        ``per_sample`` this bounds memory: a per-sample buffer holds batch × weight-size counts.
+        """
         self.check_inputs(x)
         if isinstance(target, Tensor) and target.dim() >= 1 and target.shape[0] != x.shape[0]:
             raise InputError(f"target has {target.shape[0]} rows for {x.shape[0]} input samples")
+        wanted = self.check_synapse_names(synapses)
         if self.executor is not None:
             from .parallel.ray_backend import ray_slice
 
-            return ray_slice(self, x, target, reference, per_sample,
+            return ray_slice(self, x, target, reference, per_sample, wanted,
                              address=self._ray_address(), num_workers=self.num_workers)
         from tqdm.auto import tqdm
 
@@ -175,7 +180,7 @@ class Slicer:
         for start in tqdm(starts, desc="slicing", unit="chunk", disable=not self.progress):
             stop = min(start + self.batch_size, x.shape[0])
             part = self._slice_chunk(x[start:stop], _split_target(target, start, stop),
-                                     reference, per_sample)
+                                     reference, per_sample, wanted)
             n, s, seeds = part
             neurons = _merge(neurons, n, per_sample)
             synapses = _merge(synapses, s, per_sample)
@@ -186,7 +191,24 @@ class Slicer:
             synapses = {k: torch.cat(v) for k, v in synapses.items()}
         return Slice(neurons, synapses, self._meta(x.shape[0], reference, per_sample, targets))
 
-    def _slice_chunk(self, x: Tensor, target: Target, reference: str, per_sample: bool
+    def check_synapse_names(self, synapses: Iterable[str] | None) -> frozenset[str] | None:
+        """The wanted weight names as a set; InputError naming any this model does not have."""
+        if synapses is None:
+            return None
+        if isinstance(synapses, str):
+            synapses = [synapses]
+        wanted = frozenset(synapses)
+        known = self.graph.synapse_parameters()
+        unknown = sorted(wanted - set(known))
+        if unknown:
+            raise InputError(
+                f"no synapses named {unknown}; this model's weights with synapses are "
+                f"{sorted(known)[:8]}{' …' if len(known) > 8 else ''}"
+            )
+        return wanted
+
+    def _slice_chunk(self, x: Tensor, target: Target, reference: str, per_sample: bool,
+                     wanted: frozenset[str] | None = None
                      ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
         values = record_values(self.graph, x.to(self.device))
         logits = values[self.graph.output_name]
@@ -196,7 +218,8 @@ class Slicer:
             )
         seeds = make_seeds(target, logits)
         ref = self._reference(reference, logits.argmax(1))
-        neurons, synapses = run_backward(self.graph, values, seeds, ref, self.policy, per_sample)
+        neurons, synapses = run_backward(self.graph, values, seeds, ref, self.policy, per_sample,
+                                         wanted)
         return neurons, synapses, seeds
 
     def _meta(self, n: int, reference: str, per_sample: bool, targets: list[int]

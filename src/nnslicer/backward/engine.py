@@ -20,12 +20,13 @@ class BackwardState:
     """Contributions of one batch chunk while the backward pass runs."""
 
     def __init__(self, graph: OperatorGraph, values: dict[str, Any], reference: ReferenceFn,
-                 policy: SelectionPolicy, per_sample: bool):
+                 policy: SelectionPolicy, per_sample: bool, wanted: frozenset[str] | None = None):
         self.graph = graph
         self.values = values
         self.reference = reference
         self.policy = policy
         self.per_sample = per_sample
+        self.wanted = wanted  # synapse tensors to return; None: all
         self.live = {n.name for n in graph.live_nodes()}
         self.contribs: dict[str, Tensor] = {}
         self.synapses: dict[str, Tensor] = {}
@@ -44,23 +45,30 @@ class BackwardState:
         else:
             self.contribs[name] = contrib.clone()
 
+    def per_sample_synapses(self, name: str) -> bool:
+        """Whether this weight's synapses are kept per sample (only the wanted ones are: a
+        per-sample buffer holds batch × weight-size counters)."""
+        return self.per_sample and (self.wanted is None or name in self.wanted)
+
     def synapse_buffer(self, name: str, shape: torch.Size, batch: int) -> Tensor:
         if name not in self.synapses:
-            full = (batch, *shape) if self.per_sample else tuple(shape)
+            full = (batch, *shape) if self.per_sample_synapses(name) else tuple(shape)
             device = self.values[self.graph.output_name].device
             self.synapses[name] = torch.zeros(full, dtype=torch.int64, device=device)
         return self.synapses[name]
 
 
 def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: Tensor,
-                 reference: ReferenceFn, policy: SelectionPolicy, per_sample: bool
+                 reference: ReferenceFn, policy: SelectionPolicy, per_sample: bool,
+                 wanted: frozenset[str] | None = None
                  ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Contributions of every live node and every synapse for one batch chunk.
+    """Contributions of every live node and every synapse (or the ``wanted`` ones) for one
+    batch chunk.
 
     Returns point-level neuron contributions ((B, *shape) when per_sample, else summed over the
     batch) and synapse contributions (same convention).
     """
-    state = BackwardState(graph, values, reference, policy, per_sample)
+    state = BackwardState(graph, values, reference, policy, per_sample, wanted)
     state.contribs[graph.output_name] = seeds.to(torch.int64)
     neurons: dict[str, Tensor] = {}
     for node in reversed(graph.nodes):
@@ -79,5 +87,6 @@ def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: Tensor,
     synapses = {
         name: state.synapse_buffer(name, param.shape, seeds.shape[0])  # zeros if never reached
         for name, param in graph.synapse_parameters().items()
+        if wanted is None or name in wanted
     }
     return neurons, synapses

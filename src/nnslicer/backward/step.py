@@ -80,9 +80,9 @@ class Step:
         """Accumulator for one weight: shape (B, *shape) per sample, else ``shape``."""
         return self._state.synapse_buffer(param_name, shape, self.batch)
 
-    def synapse_rows(self, b: Tensor, row: Tensor, rows: int) -> Tensor:
+    def synapse_rows(self, param_name: str, b: Tensor, row: Tensor, rows: int) -> Tensor:
         """Row index into ``synapse_buffer(...).view(-1, cols)`` for sample b and weight row."""
-        return b * rows + row if self.per_sample else row
+        return b * rows + row if self._state.per_sample_synapses(param_name) else row
 
     def call(self, replace: dict[str, Tensor]) -> Any:
         """Re-run this node's operator with some live arguments replaced by other tensors."""

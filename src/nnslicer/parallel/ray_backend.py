@@ -197,11 +197,13 @@ class ShardWorker:
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     def slice(self, shared: list[Any], index: int, x: Tensor, target: Target, reference: str,
-              per_sample: bool, crash: tuple[str, int] | None = None
+              per_sample: bool, synapses: frozenset[str] | None,
+              crash: tuple[str, int] | None = None
               ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]:
         slicer = self._slicer(shared)
         _maybe_crash(crash, index)
-        s = slicer.slice(x, target=target, reference=reference, per_sample=per_sample)
+        s = slicer.slice(x, target=target, reference=reference, per_sample=per_sample,
+                         synapses=synapses)
         return s.neurons, s.synapses, s.meta
 
     def profile(self, shared: list[Any], index: int,
@@ -339,8 +341,9 @@ class RayPool:
 
     # --------------------------------------------------------------------- slicing
     def slice(self, x: Tensor, target: Target = None, reference: str = "dataset",
-              per_sample: bool = False, *, shard_size: int | None = None) -> Slice:
-        """Same result as ``slicer.slice(x, target, reference, per_sample)``.
+              per_sample: bool = False, synapses: Iterable[str] | None = None, *,
+              shard_size: int | None = None) -> Slice:
+        """Same result as ``slicer.slice(x, target, reference, per_sample, synapses)``.
 
         ``shard_size`` samples go to a worker at a time (default ``slicer.batch_size``); it is
         rounded up to a multiple of ``slicer.batch_size`` so that shards split into exactly the
@@ -350,6 +353,7 @@ class RayPool:
 
         slicer = self.slicer
         slicer.check_inputs(x)
+        wanted = slicer.check_synapse_names(synapses)
         if isinstance(target, Tensor) and target.dim() >= 1 and target.shape[0] != x.shape[0]:
             raise InputError(f"target has {target.shape[0]} rows for {x.shape[0]} input samples")
         if slicer.policy.uses_profile and slicer.current_profile is None:
@@ -365,7 +369,8 @@ class RayPool:
         def shards() -> Iterator[tuple[int, tuple]]:
             for i, start in enumerate(range(0, n, step)):
                 stop = min(start + step, n)
-                yield i, (x[start:stop], _split_target(target, start, stop), reference, per_sample)
+                yield i, (x[start:stop], _split_target(target, start, stop), reference, per_sample,
+                          wanted)
 
         parts: dict[int, tuple] = {}
         totals: list[dict[str, Tensor]] = []
@@ -458,10 +463,11 @@ def _split_target(target: Target, start: int, stop: int) -> Target:
 
 # ------------------------------------------------------------------------------ functional API
 def ray_slice(slicer: Slicer, x: Tensor, target: Target = None, reference: str = "dataset",
-              per_sample: bool = False, *, address: str | None = None, num_workers: int = 2,
+              per_sample: bool = False, synapses: Iterable[str] | None = None, *,
+              address: str | None = None, num_workers: int = 2,
               shard_size: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
               _crash: tuple[str, int] | None = None) -> Slice:
-    """``slicer.slice(x, target, reference, per_sample)`` computed by Ray actors.
+    """``slicer.slice(x, target, reference, per_sample, synapses)`` computed by Ray actors.
 
     Identical to the serial result. ``shard_size`` (default ``slicer.batch_size``, rounded up
     to a multiple of it) samples go to a worker at a time. The slicer must have a profile
@@ -471,7 +477,7 @@ def ray_slice(slicer: Slicer, x: Tensor, target: Target = None, reference: str =
     """
     with RayPool(slicer, address=address, num_workers=num_workers, max_retries=max_retries,
                  _crash=_crash) as pool:
-        return pool.slice(x, target, reference, per_sample, shard_size=shard_size)
+        return pool.slice(x, target, reference, per_sample, synapses, shard_size=shard_size)
 
 
 def ray_profile(slicer: Slicer, data: Iterable | Tensor, *, address: str | None = None,

@@ -131,7 +131,7 @@ def weighted_sum_windows(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor,
     c_sign = c[b, q, o].sign()
     y = y_raw[b, q, o].to(torch.float64)
     syn = step.synapse_buffer(synapse, synapse_shape).view(-1, K)
-    synrow = step.synapse_rows(b, o, O)
+    synrow = step.synapse_rows(synapse, b, o, O)
     mode = getattr(step.policy, "kernel_mode", None)
     if kernels.ENABLED and mode is not None and src.device.type == "cpu":
         out = kernels.weighted_windows(  # the kernel widens w to float64 itself

@@ -209,7 +209,8 @@ class SynapseFeatures(FeatureExtractor):
         return {}
 
     def _extract_chunk(self, x: Tensor, pred: Tensor, layers: list[Layer]) -> sp.csr_matrix:
-        s = self.slicer.slice(x, target=pred, per_sample=True, **self._slice_options())
+        s = self.slicer.slice(x, target=pred, per_sample=True,
+                              synapses=[layer.weight for layer in layers], **self._slice_options())
         dense = torch.cat([s.synapses[layer.weight].flatten(1) for layer in layers], 1)
         # float32: what scikit-learn's trees compute in; counts stay exact below 2**24
         return sp.csr_matrix(dense.numpy(), dtype=np.float32)
