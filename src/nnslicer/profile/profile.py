@@ -171,9 +171,11 @@ def _check_logits(logits: object) -> Tensor:
 class _ClassSums:
     """Per-class float64 sums of every live node and per-class counts, filled batch by batch."""
 
-    # Adding a float32 sample into a float64 row in place converts on the fly: for large values
-    # that is ~2x cheaper than converting the batch and index_add_-ing it; for small values the
-    # per-sample calls cost more than they save.
+    # Large values are added per run of same-class samples, in place (a float32 sample into a
+    # float64 row converts on the fly; a run of several is summed in float64 first, so the big
+    # class row is read and written once per run): ~2x cheaper than converting the batch and
+    # index_add_-ing it, and more with long runs. For small values the per-run calls cost more
+    # than they save.
     PER_SAMPLE_MIN = 16384
 
     def __init__(self, num_classes: int, device: torch.device):
@@ -185,19 +187,32 @@ class _ClassSums:
         if ((classes < 0) | (classes >= k)).any():
             raise InputError(f"labels must be in [0, {k}) for this model's {k} outputs")
 
-    def add(self, name: str, v: Tensor, classes: Tensor, class_list: list[int]) -> None:
+    def add(self, name: str, v: Tensor, classes: Tensor, runs: list[tuple[int, int, int]]
+            ) -> None:
+        """Add a batch's values of one node; ``runs`` = (class, start, stop) of ``classes``."""
         sums = self.sums.get(name)
         if sums is None:
             sums = self.sums[name] = torch.zeros(self.counts.numel(), *v.shape[1:],
                                                  dtype=torch.float64, device=v.device)
         if v[0].numel() >= self.PER_SAMPLE_MIN:
-            for i, c in enumerate(class_list):
-                sums[c].add_(v[i])
+            for c, start, stop in runs:
+                if stop - start == 1:
+                    sums[c].add_(v[start])
+                else:
+                    sums[c].add_(v[start:stop].sum(0, dtype=torch.float64))
         else:  # index_add_ is ~5x cheaper than a (classes x batch) one-hot GEMM on CPU
             sums.index_add_(0, classes, v.to(torch.float64))
 
     def count(self, classes: Tensor) -> None:
         self.counts += torch.bincount(classes, minlength=self.counts.numel())
+
+
+def _runs(classes: Tensor) -> list[tuple[int, int, int]]:
+    """(class, start, stop) of each run of equal consecutive classes."""
+    values, counts = torch.unique_consecutive(classes, return_counts=True)
+    stops = counts.cumsum(0).tolist()
+    return [(c, stop - n, stop) for c, n, stop in zip(values.tolist(), counts.tolist(), stops,
+                                                      strict=True)]
 
 
 def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = False,
@@ -228,8 +243,11 @@ def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = Fa
                 raise InputError(f"{classes.numel()} labels for a batch of {x.shape[0]} inputs")
         if classes is not None and acc is not None:
             acc.check(classes)
-            add = functools.partial(acc.add, classes=classes, class_list=classes.tolist())
-            stream_values(graph, x, add)
+            # samples of one class next to each other: each class row is updated once per batch
+            classes, order = classes.sort(stable=True)
+            x = x[order]
+            stream_values(graph, x, functools.partial(acc.add, classes=classes,
+                                                      runs=_runs(classes)))
             acc.count(classes)
             continue
         for start in range(0, x.shape[0], chunk_size):
@@ -241,9 +259,9 @@ def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = Fa
                 acc = _ClassSums(logits.shape[1], x.device)
             part = logits.argmax(1) if classes is None else classes[start:start + chunk_size]
             acc.check(part)
-            class_list = part.tolist()
+            runs = _runs(part)
             for name, v in held:
-                acc.add(name, v, part, class_list)
+                acc.add(name, v, part, runs)
             acc.count(part)
     if acc is None:
         raise InputError("the profiling data is empty; give at least one batch")
