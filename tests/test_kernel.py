@@ -125,3 +125,31 @@ def test_float32_weights_are_widened_exactly() -> None:
                                      xrow, 4, mode, 0.2)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("conv", [
+    dict(kernel_size=2, stride=2),                      # windows do not overlap: one output copy
+    dict(kernel_size=3, stride=1, padding=1),           # overlapping: one output copy per chunk
+    dict(kernel_size=3, stride=2, dilation=2, padding=2, groups=2),
+    dict(kernel_size=(1, 3), stride=(1, 3)),            # touching, not overlapping
+])
+def test_conv_windows_read_in_place_equal_the_torch_path(conv, monkeypatch) -> None:
+    import nnslicer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 6, **conv), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(24, 5),
+    ).eval()
+    slicer = nnslicer.Slicer(model, theta=0.2, batch_size=8)
+    slicer.profile([torch.randn(24, 4, 9, 9)])
+    x = torch.randn(8, 4, 9, 9)
+    kernels.set_threads(2)  # several chunks, so overlapping windows need their own copies
+    fast = slicer.slice(x, per_sample=True)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    slow = slicer.slice(x, per_sample=True)
+    for name, s in slow.synapses.items():
+        assert torch.equal(fast.synapses[name], s), name
+    for name, n in slow.neurons.items():
+        assert torch.equal(fast.neurons[name], n), name
+    assert fast.neurons["input_1"].abs().sum() > 0  # the comparison is not between empty slices
