@@ -115,22 +115,28 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
                 model(b)
 
     infer_all()  # warm-up
+    with torch.no_grad():  # labelled data as from a training set; labels = the predictions
+        labelled = [(b, model(b).argmax(1)) for b in batches]
     warm, _ = timed(lambda: slicer.profile(batches[:1]))
-    reps = max(1, min(job["repeats"], int(job["budget"] // max(warm * len(batches), 1e-9))))
-    # inference and profiling of the same batches alternate, so both see the same machine state
-    infers, runs = [], []
+    reps = max(1, min(job["repeats"], int(job["budget"] // max(2 * warm * len(batches), 1e-9))))
+    # inference and profiling of the same batches alternate, so all see the same machine state
+    infers, runs, runs_labelled = [], [], []
     for _ in range(reps):
         infers.append(timed(infer_all)[0])
         runs.append(timed(lambda: slicer.profile(batches)))
+        runs_labelled.append(timed(lambda: slicer.profile(labelled))[0])
     infer = statistics.median(infers) / n
     slicer.current_profile.save(job["profile_path"])
     wall = statistics.median(r[0] for r in runs) / n
     cpu = statistics.median(r[1] for r in runs) / n
+    wall_labelled = statistics.median(runs_labelled) / n
     return {
         "model": job["model"], "batch": PROFILE_BATCH, "samples": n, "reps": reps,
         "infer_s_per_sample": infer, "profile_s_per_sample": wall,
         "profile_cpu_s_per_sample": cpu,
         "throughput_ratio": infer / wall,  # profiling samples/s over inference samples/s
+        "labelled_profile_s_per_sample": wall_labelled,
+        "labelled_throughput_ratio": infer / wall_labelled,
         "rss_base_mb": base, "rss_peak_mb": rss_mb(),
     }
 
@@ -292,12 +298,13 @@ def render(results: dict[str, Any], console: Any) -> None:
 
     t = Table(title=f"profile: throughput vs plain inference (batch {PROFILE_BATCH})")
     for col in ("model", "samples×reps", "inference s/sample", "profile s/sample",
-                "profile / inference throughput", "peak RSS", "load"):
+                "profile / inference throughput", "labelled: profile s/sample",
+                "labelled: ratio", "peak RSS", "load"):
         t.add_column(col, justify="left" if col == "model" else "right")
     for r in results["profiling"]:
         t.add_row(r["model"], f"{r['samples']}×{r['reps']}", fmt_s(r["infer_s_per_sample"]),
                   fmt_s(r["profile_s_per_sample"]), f"{r['throughput_ratio']:.4f}",
-                  f"{r['rss_peak_mb']:.0f} MiB", load(r))
+                  *_labelled(r, 4), f"{r['rss_peak_mb']:.0f} MiB", load(r))
     console.print(t)
 
     if results.get("ray"):
@@ -310,6 +317,13 @@ def render(results: dict[str, Any], console: Any) -> None:
                       fmt_s(r["seconds"]), f"{r['samples_per_s']:.4f}", f"{r['speedup']:.2f}×",
                       load(r))
         console.print(t)
+
+
+def _labelled(r: dict[str, Any], digits: int) -> tuple[str, str]:
+    """Labelled-profiling cells (absent in results written before they were measured)."""
+    if "labelled_profile_s_per_sample" not in r:
+        return "—", "—"
+    return fmt_s(r["labelled_profile_s_per_sample"]), f"{r['labelled_throughput_ratio']:.{digits}f}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -327,12 +341,14 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{fmt_s(r['infer_s_per_sample'])} | {r['slowdown']:,.0f}× | "
                      f"{r['rss_peak_mb']:.0f} MiB | {load(r)} |")
     lines += ["", f"| model | samples×reps | inference s/sample (batch {PROFILE_BATCH}) | "
-              "profile s/sample | profile / inference throughput | peak RSS | load |",
-              "|" + "---|" * 7]
+              "profile s/sample | profile / inference throughput | labelled: profile s/sample | "
+              "labelled: ratio | peak RSS | load |", "|" + "---|" * 9]
     for r in results["profiling"]:
+        lab_s, lab_ratio = _labelled(r, 3)
         lines.append(f"| {r['model']} | {r['samples']}×{r['reps']} | "
                      f"{fmt_s(r['infer_s_per_sample'])} | {fmt_s(r['profile_s_per_sample'])} | "
-                     f"{r['throughput_ratio']:.3f} | {r['rss_peak_mb']:.0f} MiB | {load(r)} |")
+                     f"{r['throughput_ratio']:.3f} | {lab_s} | {lab_ratio} | "
+                     f"{r['rss_peak_mb']:.0f} MiB | {load(r)} |")
     if results.get("ray"):
         lines += ["", "| model | Ray workers | samples | actor startup | slice time | samples/s | "
                   "speedup | load |", "|" + "---|" * 8]
