@@ -13,13 +13,25 @@ torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba not installed")
 
 
+def weighted_rows(x: np.ndarray, w: np.ndarray, xrow: np.ndarray, wrow: np.ndarray,
+                  csign: np.ndarray, yraw: np.ndarray, synrow: np.ndarray, group: np.ndarray,
+                  syn_rows: int, mode: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel on explicit rows x (R, K): returns (row signs (R, K), synapse signs)."""
+    R, K = x.shape
+    syn = np.zeros((syn_rows, K), dtype=np.int64)
+    out = kernels.weighted_windows(np.ascontiguousarray(x).reshape(-1), np.arange(R) * K,
+                                   np.arange(K), w, xrow, wrow, csign, yraw, synrow, group, syn,
+                                   mode, theta, False)
+    return out.reshape(R, K), syn
+
+
 def kernel_vs_policy(x: np.ndarray, w: np.ndarray, csign: np.ndarray, yraw: np.ndarray,
                      mode: int, theta: float) -> None:
     """One output point per (row of x, row of w); compare the signs both paths add."""
     R, O = x.shape[0], w.shape[0]
     xrow = np.repeat(np.arange(R), O)
     wrow = np.tile(np.arange(O), R)
-    x_out, syn = kernels.weighted_rows(x, w, xrow, wrow, csign, yraw, wrow, xrow, O, mode, theta)
+    x_out, syn = weighted_rows(x, w, xrow, wrow, csign, yraw, wrow, xrow, O, mode, theta)
     policy = NNSlicerPolicy(theta) if mode == kernels.MODE_NNSLICER else EffectivePathPolicy(theta)
     terms = torch.from_numpy(w[wrow] * x[xrow])
     signs = policy.weighted_sum(terms, torch.from_numpy(csign), torch.from_numpy(yraw))
@@ -68,7 +80,7 @@ def test_kernel_equals_reference(seed: int, k: int, theta: float, kind: str, mod
 def test_dead_output_keeps_nothing() -> None:
     x = np.array([[1.0, -1.0, 1e-9]])
     w = np.ones((1, 3))
-    x_out, syn = kernels.weighted_rows(x, w, np.array([0]), np.array([0]), np.array([1]),
+    x_out, syn = weighted_rows(x, w, np.array([0]), np.array([0]), np.array([1]),
                                        np.array([0.0]), np.array([0]), np.array([0]), 1, 0, 0.2)
     assert not x_out.any() and not syn.any()
 
@@ -104,7 +116,7 @@ def test_cut_below_the_top_level() -> None:
     """k* among terms smaller than max/8: the kernel must go on past its first level."""
     x = np.array([[10.0, -10.0] + [1.0] * 20 + [0.01] * 5])
     w = np.ones((1, x.shape[1]))
-    x_out, _ = kernels.weighted_rows(x, w, np.array([0]), np.array([0]), np.array([1]),
+    x_out, _ = weighted_rows(x, w, np.array([0]), np.array([0]), np.array([1]),
                                      np.array([20.05]), np.array([0]), np.array([0]), 1, 0, 0.2)
     # T = 20.05; after ±10 and 16 ones |T − S| = 4.05 ≥ 4.01, the 17th one reaches it
     assert x_out[0, :2].tolist() == [1.0, -1.0]
@@ -120,8 +132,8 @@ def test_float32_weights_are_widened_exactly() -> None:
     xrow, wrow = np.repeat(np.arange(6), 4), np.tile(np.arange(4), 6)
     csign, yraw = np.ones(24, dtype=np.int64), rng.standard_normal(24)
     for mode in (kernels.MODE_NNSLICER, kernels.MODE_EFFECTIVE_PATH):
-        got = kernels.weighted_rows(x, w32, xrow, wrow, csign, yraw, wrow, xrow, 4, mode, 0.2)
-        want = kernels.weighted_rows(x, w32.astype(np.float64), xrow, wrow, csign, yraw, wrow,
+        got = weighted_rows(x, w32, xrow, wrow, csign, yraw, wrow, xrow, 4, mode, 0.2)
+        want = weighted_rows(x, w32.astype(np.float64), xrow, wrow, csign, yraw, wrow,
                                      xrow, 4, mode, 0.2)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])

@@ -150,11 +150,27 @@ class Slicer:
             return profile.mean
         return lambda name: profile.class_mean(name, predicted)
 
-    def check_inputs(self, x: Tensor) -> None:
+    def check_slice_args(self, x: Tensor, target: Target,
+                         synapses: Iterable[str] | None) -> frozenset[str] | None:
+        """InputError naming what is wrong with slice() arguments; returns the wanted synapse
+        names as a set (None: all)."""
         expected = None
         if self._profile is not None and self.policy.uses_profile:
             expected = tuple(self._profile.input_shape)
         _check_batch(x, expected, "input x")
+        if isinstance(target, Tensor) and target.dim() >= 1 and target.shape[0] != x.shape[0]:
+            raise InputError(f"target has {target.shape[0]} rows for {x.shape[0]} input samples")
+        if synapses is None:
+            return None
+        wanted = frozenset([synapses] if isinstance(synapses, str) else synapses)
+        known = self.graph.synapse_parameters()
+        unknown = sorted(wanted - set(known))
+        if unknown:
+            raise InputError(
+                f"no synapses named {unknown}; this model's weights with synapses are "
+                f"{sorted(known)[:8]}{' …' if len(known) > 8 else ''}"
+            )
+        return wanted
 
     def slice(self, x: Tensor, target: Target = None, reference: str = "dataset",
               per_sample: bool = False, synapses: Iterable[str] | None = None) -> Slice:
@@ -163,10 +179,7 @@ class Slicer:
         ``synapses``: names of the weights whose synapses to compute (default: all). With
         ``per_sample`` this bounds memory: a per-sample buffer holds batch × weight-size counts.
         """
-        self.check_inputs(x)
-        if isinstance(target, Tensor) and target.dim() >= 1 and target.shape[0] != x.shape[0]:
-            raise InputError(f"target has {target.shape[0]} rows for {x.shape[0]} input samples")
-        wanted = self.check_synapse_names(synapses)
+        wanted = self.check_slice_args(x, target, synapses)
         if self.executor is not None:
             from .parallel.ray_backend import ray_slice
 
@@ -190,22 +203,6 @@ class Slicer:
             neurons = {k: torch.cat(v) for k, v in neurons.items()}
             synapses = {k: torch.cat(v) for k, v in synapses.items()}
         return Slice(neurons, synapses, self._meta(x.shape[0], reference, per_sample, targets))
-
-    def check_synapse_names(self, synapses: Iterable[str] | None) -> frozenset[str] | None:
-        """The wanted weight names as a set; InputError naming any this model does not have."""
-        if synapses is None:
-            return None
-        if isinstance(synapses, str):
-            synapses = [synapses]
-        wanted = frozenset(synapses)
-        known = self.graph.synapse_parameters()
-        unknown = sorted(wanted - set(known))
-        if unknown:
-            raise InputError(
-                f"no synapses named {unknown}; this model's weights with synapses are "
-                f"{sorted(known)[:8]}{' …' if len(known) > 8 else ''}"
-            )
-        return wanted
 
     def _slice_chunk(self, x: Tensor, target: Target, reference: str, per_sample: bool,
                      wanted: frozenset[str] | None = None

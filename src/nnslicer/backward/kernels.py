@@ -279,7 +279,7 @@ def weighted_windows(src: np.ndarray, rowbase: np.ndarray, koff: np.ndarray, w: 
     chunks = max(1, numba.get_num_threads() * 2)
     starts = chunk_starts(group, chunks)
     slots = starts.shape[0] - 1 if overlapping else 1
-    out = np.zeros((max(slots, 1), src.shape[0]), dtype=np.float64)
+    out = np.zeros((slots, src.shape[0]), dtype=np.float64)  # chunk_starts gives >= 1 chunk
     syn_out = np.zeros((starts.shape[0] - 1, syn.shape[0], koff.shape[0]), dtype=np.int32)
     _weighted_windows(src, rowbase, koff, w, xrow, wrow, csign, yraw, synrow, starts, mode, theta,
                       out, syn_out)
@@ -288,13 +288,3 @@ def weighted_windows(src: np.ndarray, rowbase: np.ndarray, koff: np.ndarray, w: 
         _sum_slots(out)
     return out[0]
 
-
-def weighted_rows(x: np.ndarray, w: np.ndarray, xrow: np.ndarray, wrow: np.ndarray,
-                  csign: np.ndarray, yraw: np.ndarray, synrow: np.ndarray, group: np.ndarray,
-                  syn_rows: int, mode: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """The kernel on explicit rows x (R, K): returns (row signs (R, K), synapse signs)."""
-    R, K = x.shape
-    syn = np.zeros((syn_rows, K), dtype=np.int64)
-    out = weighted_windows(np.ascontiguousarray(x).reshape(-1), np.arange(R) * K, np.arange(K),
-                           w, xrow, wrow, csign, yraw, synrow, group, syn, mode, theta, False)
-    return out.reshape(R, K), syn

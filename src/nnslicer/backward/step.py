@@ -30,10 +30,6 @@ class Step:
         return self._state.policy
 
     @property
-    def per_sample(self) -> bool:
-        return self._state.per_sample
-
-    @property
     def batch(self) -> int:
         return self.c_out.shape[0]
 

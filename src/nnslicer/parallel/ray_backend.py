@@ -352,10 +352,7 @@ class RayPool:
         from ..results.slice import Slice
 
         slicer = self.slicer
-        slicer.check_inputs(x)
-        wanted = slicer.check_synapse_names(synapses)
-        if isinstance(target, Tensor) and target.dim() >= 1 and target.shape[0] != x.shape[0]:
-            raise InputError(f"target has {target.shape[0]} rows for {x.shape[0]} input samples")
+        wanted = slicer.check_slice_args(x, target, synapses)
         if slicer.policy.uses_profile and slicer.current_profile is None:
             raise InputError(
                 "no profile yet: call slicer.profile(data) or slicer.use_profile(path)"
