@@ -94,9 +94,23 @@ def _final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     return name, getattr(model, name)
 
 
-def _linear_input_deltas(model: nn.Module, batches: list[Any], x: torch.Tensor):
-    """Per Linear module: Δ of its input for every sample of x (dataset reference), computed
-    with forward hooks on the profiling data, independently of both implementations."""
+def _profile_mean(slicer: Any, node: str) -> np.ndarray:
+    if isinstance(slicer, ReferenceSlicer):
+        return slicer.dataset_mean[node]
+    return slicer.current_profile.mean(node).numpy()
+
+
+def _linear_input_deltas(model: nn.Module, slicer: Any, x: torch.Tensor):
+    """Per Linear module: Δ of its input for every sample of x (dataset reference). The input
+    values come from forward hooks; the mean of the node feeding the Linear is the slicer's own
+    profile mean, because the properties checked with it are about the backward pass (an
+    independently summed float64 mean may sit one ulp away from the slicer's, see
+    ``_share_means``)."""
+    feeds = {
+        n.target: n.args[0].name
+        for n in torch.fx.symbolic_trace(model).graph.nodes
+        if n.op == "call_module" and isinstance(model.get_submodule(n.target), nn.Linear)
+    }
     captured: dict[str, torch.Tensor] = {}
     hooks = [
         m.register_forward_hook(
@@ -105,22 +119,14 @@ def _linear_input_deltas(model: nn.Module, batches: list[Any], x: torch.Tensor):
         for name, m in model.named_modules()
         if isinstance(m, nn.Linear)
     ]
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
     try:
         with torch.no_grad():
-            for b in batches:
-                xb = b[0] if isinstance(b, tuple) else b
-                model(xb)
-                for k, v in captured.items():
-                    sums[k] = sums.get(k, 0) + v.sum(0)
-                count += xb.shape[0]
             out = model(x)
-            sample = dict(captured)
     finally:
         for h in hooks:
             h.remove()
-    return {k: (sample[k] - sums[k] / count).numpy() for k in sample}, out.numpy()
+    deltas = {k: v.numpy() - _profile_mean(slicer, feeds[k]) for k, v in captured.items()}
+    return deltas, out.numpy()
 
 
 def _mask(target: Any, out: np.ndarray) -> np.ndarray:
@@ -260,7 +266,7 @@ def test_theta_zero_keeps_every_nonzero_term_of_the_criterion_linear(
     s.profile(batches)
     res = s.slice(x, target=target, reference="dataset", per_sample=True)
     name, fc = _final_linear(model)
-    deltas, out = _linear_input_deltas(model, batches, x)
+    deltas, out = _linear_input_deltas(model, s, x)
     mask = _mask(target, out)
     w = fc.weight.detach().numpy()
     got = as_numpy(res.synapses[f"{name}.weight"])
@@ -302,7 +308,7 @@ def test_a_sliced_synapse_never_has_a_zero_term(
             c = syn[f"{m_name}.weight"]
             zero = (params[f"{m_name}.weight"] == 0).numpy()
             assert not (c[:, zero] != 0).any(), f"{m_name}: zero weight in the slice"
-    deltas, _ = _linear_input_deltas(model, batches, x)
+    deltas, _ = _linear_input_deltas(model, s, x)
     for m_name, d in deltas.items():
         if d.ndim != 2:
             continue
