@@ -3,9 +3,9 @@
 Every measurement runs in a fresh subprocess (so peak RSS is that case's own), with
 ``torch.set_num_threads(2)`` (``--threads``), θ = 0.2, weights initialised randomly with
 ``torch.manual_seed(0)`` and inputs drawn uniformly from [0, 1) with a fixed seed: the profile is
-computed on random inputs (labels = the model's predictions). Each case is warmed up, then timed
-``--repeats`` times; the median is reported. A case whose single call would exceed ``--budget``
-seconds is measured on fewer samples / repetitions, and the table says so.
+computed on random inputs (unlabelled, and with uniform random labels). Each case is warmed up,
+then timed ``--repeats`` times; the median is reported. A case whose single call would exceed
+``--budget`` seconds is measured on fewer samples / repetitions, and the table says so.
 
     python benchmarks/run.py                      # everything, writes benchmarks/results.json
     python benchmarks/run.py --quick --cases lenet5
@@ -115,8 +115,12 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
                 model(b)
 
     infer_all()  # warm-up
-    with torch.no_grad():  # labelled data as from a training set; labels = the predictions
-        labelled = [(b, model(b).argmax(1)) for b in batches]
+    # labelled data as from a shuffled training set: uniform random labels (the predictions of a
+    # random model are mostly one class, which would make every batch a single run of a class)
+    with torch.no_grad():
+        num_classes = model(batches[0]).shape[1]
+    g = torch.Generator().manual_seed(INPUT_SEED)
+    labelled = [(b, torch.randint(0, num_classes, (len(b),), generator=g)) for b in batches]
     warm, _ = timed(lambda: slicer.profile(batches[:1]))
     reps = max(1, min(job["repeats"], int(job["budget"] // max(2 * warm * len(batches), 1e-9))))
     # inference and profiling of the same batches alternate, so all see the same machine state
@@ -256,8 +260,8 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "nnslicer_source": str(src), "git_commit": commit, "git_dirty_src": dirty,
         "threads": args.threads, "theta": THETA, "quick": args.quick, "budget_s": args.budget,
         "repeats": args.repeats, "weights": f"random init, torch.manual_seed({WEIGHT_SEED})",
-        "inputs": f"uniform [0, 1), seed {INPUT_SEED}; profile on random inputs, labels = "
-                  "predictions",
+        "inputs": f"uniform [0, 1), seed {INPUT_SEED}; profile on random inputs, unlabelled "
+                  "(class = prediction) and with uniform random labels",
         "load_1min_at_start": os.getloadavg()[0],
         "label": args.label,
     }
