@@ -81,7 +81,7 @@ def test_dead_output_keeps_nothing() -> None:
     x = np.array([[1.0, -1.0, 1e-9]])
     w = np.ones((1, 3))
     x_out, syn = weighted_rows(x, w, np.array([0]), np.array([0]), np.array([1]),
-                                       np.array([0.0]), np.array([0]), np.array([0]), 1, 0, 0.2)
+                               np.array([0.0]), np.array([0]), np.array([0]), 1, 0, 0.2)
     assert not x_out.any() and not syn.any()
 
 
@@ -117,7 +117,7 @@ def test_cut_below_the_top_level() -> None:
     x = np.array([[10.0, -10.0] + [1.0] * 20 + [0.01] * 5])
     w = np.ones((1, x.shape[1]))
     x_out, _ = weighted_rows(x, w, np.array([0]), np.array([0]), np.array([1]),
-                                     np.array([20.05]), np.array([0]), np.array([0]), 1, 0, 0.2)
+                             np.array([20.05]), np.array([0]), np.array([0]), 1, 0, 0.2)
     # T = 20.05; after ±10 and 16 ones |T − S| = 4.05 ≥ 4.01, the 17th one reaches it
     assert x_out[0, :2].tolist() == [1.0, -1.0]
     assert x_out[0, 2:22].tolist() == [1.0] * 20  # equal magnitudes: all ties are kept
@@ -134,7 +134,7 @@ def test_float32_weights_are_widened_exactly() -> None:
     for mode in (kernels.MODE_NNSLICER, kernels.MODE_EFFECTIVE_PATH):
         got = weighted_rows(x, w32, xrow, wrow, csign, yraw, wrow, xrow, 4, mode, 0.2)
         want = weighted_rows(x, w32.astype(np.float64), xrow, wrow, csign, yraw, wrow,
-                                     xrow, 4, mode, 0.2)
+                             xrow, 4, mode, 0.2)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
 

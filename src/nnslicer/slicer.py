@@ -49,7 +49,8 @@ def make_seeds(target: Target, logits: Tensor) -> Tensor:
     return nn.functional.one_hot(target.long(), K).bool()
 
 
-def _split_target(target: Target, start: int, stop: int) -> Target:
+def split_target(target: Target, start: int, stop: int) -> Target:
+    """The rows start:stop of a per-sample target (an int or None applies to every sample)."""
     if isinstance(target, Tensor) and target.dim() >= 1:
         return target[start:stop]
     return target
@@ -192,7 +193,7 @@ class Slicer:
         starts = range(0, x.shape[0], self.batch_size)
         for start in tqdm(starts, desc="slicing", unit="chunk", disable=not self.progress):
             stop = min(start + self.batch_size, x.shape[0])
-            part = self._slice_chunk(x[start:stop], _split_target(target, start, stop),
+            part = self._slice_chunk(x[start:stop], split_target(target, start, stop),
                                      reference, per_sample, wanted)
             n, s, seeds = part
             neurons = _merge(neurons, n, per_sample)

@@ -350,6 +350,7 @@ class RayPool:
         serial run's chunks.
         """
         from ..results.slice import Slice
+        from ..slicer import split_target
 
         slicer = self.slicer
         wanted = slicer.check_slice_args(x, target, synapses)
@@ -366,7 +367,7 @@ class RayPool:
         def shards() -> Iterator[tuple[int, tuple]]:
             for i, start in enumerate(range(0, n, step)):
                 stop = min(start + step, n)
-                yield i, (x[start:stop], _split_target(target, start, stop), reference, per_sample,
+                yield i, (x[start:stop], split_target(target, start, stop), reference, per_sample,
                           wanted)
 
         parts: dict[int, tuple] = {}
@@ -450,12 +451,6 @@ def _shard_step(shard_size: int | None, batch_size: int) -> int:
     if shard_size < 1:
         raise InputError(f"shard_size must be at least 1, got {shard_size}")
     return -(-shard_size // batch_size) * batch_size
-
-
-def _split_target(target: Target, start: int, stop: int) -> Target:
-    if isinstance(target, Tensor) and target.dim() >= 1:
-        return target[start:stop]
-    return target
 
 
 # ------------------------------------------------------------------------------ functional API
