@@ -12,60 +12,19 @@ from torch import Tensor, nn
 
 from .backward.engine import ReferenceFn, run_backward
 from .backward.policy import EffectivePathPolicy, NNSlicerPolicy, SelectionPolicy
-from .errors import InputError
-from .forward.recorder import record_values
-from .profile.profile import Profile, _check_batch, profile_batches
+from .criterion import Neurons, Target, criterion_seeds, merge_parts, resolve_target, split_target
+from .errors import InputError, TraceError
+from .forward.recorder import learn_layouts, record_values
+from .parallel.executor import Executor, SerialExecutor, make_executor
+from .profile.profile import Profile, check_batch, profile_batches
 from .results.slice import Slice
+from .rules.default import default_rules
+from .rules.ruleset import RuleSet
+from .trace.composite import CompositeLayers, default_composites
 from .trace.graph import OperatorGraph
+from .trace.tracer import NeedsConcreteShapes
 
-Target = None | int | Tensor
 REFERENCES = ("dataset", "class")
-
-
-def make_seeds(target: Target, logits: Tensor) -> Tensor:
-    """The criterion as a (B, K) bool mask of output neurons per sample (SPEC §6)."""
-    B, K = logits.shape
-    if target is None:
-        return nn.functional.one_hot(logits.argmax(1), K).bool()
-    if isinstance(target, bool) or not isinstance(target, int | Tensor):
-        raise InputError(
-            f"target must be None, an int, a (B,) class tensor or a (B, K) bool mask, "
-            f"got {type(target).__name__}"
-        )
-    if isinstance(target, int):
-        target = torch.full((B,), target, dtype=torch.long)
-    target = target.to(logits.device)
-    if target.dtype == torch.bool:
-        if tuple(target.shape) != (B, K):
-            raise InputError(f"a bool target must have shape ({B}, {K}), got {tuple(target.shape)}")
-        return target
-    if target.is_floating_point() or target.dim() != 1 or target.shape[0] != B:
-        raise InputError(
-            f"a class target must be an integer tensor of shape ({B},), got "
-            f"{target.dtype} {tuple(target.shape)}"
-        )
-    if ((target < 0) | (target >= K)).any():
-        raise InputError(f"target classes must be in [0, {K}) for this model's {K} outputs")
-    return nn.functional.one_hot(target.long(), K).bool()
-
-
-def split_target(target: Target, start: int, stop: int) -> Target:
-    """The rows start:stop of a per-sample target (an int or None applies to every sample)."""
-    if isinstance(target, Tensor) and target.dim() >= 1:
-        return target[start:stop]
-    return target
-
-
-def _merge(acc: dict[str, Tensor] | None, part: dict[str, Tensor], per_sample: bool
-           ) -> dict[str, Tensor]:
-    if acc is None:
-        return {k: [v] for k, v in part.items()} if per_sample else part
-    for k, v in part.items():
-        if per_sample:
-            acc[k].append(v)
-        else:
-            acc[k] += v
-    return acc
 
 
 class Slicer:
@@ -73,63 +32,116 @@ class Slicer:
 
     ``Slicer(model, theta=0.2)`` traces the model (UnsupportedOperation if an operator has no
     rule), ``profile(data)`` computes the reference means, ``slice(x, target=...)`` returns a
-    :class:`Slice`. ``batch_size`` bounds how many samples are sliced at once (memory);
-    profiling, which holds far less per sample, runs ``4 * batch_size`` samples at a time.
+    :class:`Slice`. ``rules`` is this slicer's rule set (default: ``default_rules()``).
+    A model whose ``forward`` branches on shapes, or holds recurrent layers, is traced with the
+    concrete shapes of its first input (``example_input``, or the first batch it profiles or
+    slices). ``batch_size`` bounds how many samples are sliced at once (memory); profiling,
+    which holds far less per sample, runs ``4 * batch_size`` samples at a time.
+    ``executor``: None (this process), ``"ray"`` (a local Ray cluster), a Ray address, or an
+    :class:`~nnslicer.parallel.Executor`.
     """
 
-    method = "nnslicer"
-
-    def __init__(self, model: nn.Module, theta: float = 0.2, *, batch_size: int = 16,
-                 device: str | torch.device = "cpu", progress: bool = False,
-                 policy: SelectionPolicy | None = None, executor: str | None = None,
-                 num_workers: int = 2):
-        if isinstance(model, nn.Module) and model.training:
+    def __init__(self, model: nn.Module, theta: float = 0.2, *, rules: RuleSet | None = None,
+                 batch_size: int = 16, device: str | torch.device = "cpu",
+                 progress: bool = False, policy: SelectionPolicy | None = None,
+                 executor: str | Executor | None = None, num_workers: int = 2,
+                 example_input: Tensor | None = None,
+                 composites: CompositeLayers | None = None):
+        if not isinstance(model, nn.Module):
+            raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        if model.training:
             warnings.warn(
                 "the model is in training mode; nnslicer slices an eval-mode copy (BatchNorm "
                 "uses running statistics, Dropout is off)", stacklevel=2,
             )
-        self.policy = policy or NNSlicerPolicy(theta)
-        self.theta = theta
-        self.graph = OperatorGraph(model)
-        self.device = torch.device(device)
-        self.graph.module.to(self.device)
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        if rules is not None and not isinstance(rules, RuleSet):
+            raise InputError(f"rules must be a RuleSet (nnslicer.default_rules()...), got "
+                             f"{type(rules).__name__}")
+        self.policy = policy or NNSlicerPolicy(theta)
+        self.rules = rules if rules is not None else default_rules()
+        self.composites = composites if composites is not None else default_composites()
+        self.device = torch.device(device)
         self.batch_size = batch_size
         self.progress = progress
+        self.executor = make_executor(executor, num_workers)
+        self._model = model
+        self._graph: OperatorGraph | None = None
         self._profile: Profile | None = None
-        # None/"serial": this process; "ray"/"local": a local Ray cluster; else a Ray address
-        self.executor = None if executor in (None, "serial") else executor
-        self.num_workers = num_workers
+        try:
+            self._trace(example_input)
+        except NeedsConcreteShapes:
+            if example_input is not None:
+                raise
+            # traced with the concrete shapes of the first input it sees
 
-    def _ray_address(self) -> str | None:
-        return None if self.executor in ("ray", "local") else self.executor
+    @property
+    def theta(self) -> float:
+        return self.policy.theta
+
+    @property
+    def method(self) -> str:
+        """What the apps read to tell methods apart: "nnslicer" or "effective-path"."""
+        return self.policy.name
+
+    @property
+    def graph(self) -> OperatorGraph:
+        if self._graph is None:
+            raise InputError(
+                f"{type(self._model).__name__} is traced with the shapes of its first input "
+                "(its forward reads shapes or holds recurrent layers): profile or slice a batch "
+                "first, or pass Slicer(model, example_input=x)"
+            )
+        return self._graph
+
+    def _trace(self, example: Tensor | None) -> None:
+        example = None if example is None else _as_tensor(example, "example_input").cpu()
+        graph = OperatorGraph(self._model, self.rules, self.composites, example)
+        self.rules.bind(graph)
+        graph.module.to(self.device)
+        self._graph = graph
+
+    def ready(self, x: Tensor) -> OperatorGraph:
+        """The traced graph, tracing (and finding where each node keeps its samples) with the
+        shapes of ``x`` if that has not happened yet."""
+        if self._graph is None:
+            self._trace(x[:1])
+        if self._graph.layouts is None:
+            learn_layouts(self._graph, x[:1].to(self.device))
+        return self._graph
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every live node: its name, the module it is (or sits in), operator and shape of one
+        sample (the shape once the model has seen an input)."""
+        graph = self.graph
+        return [{"node": n.name, "module": n.module_path, "operator": n.kind,
+                 "shape": graph.sample_shapes.get(n.name)} for n in graph.live_nodes()]
 
     # ----------------------------------------------------------------- profiling
     def profile(self, data: Iterable | Tensor, *, progress: bool | None = None) -> Profile:
         """Profile over ``data`` (batches of inputs or of (inputs, labels)) and keep it."""
         show = self.progress if progress is None else progress
-        if self.executor is not None:
-            from .parallel.ray_backend import ray_profile
-
-            self._profile = ray_profile(self, data, address=self._ray_address(),
-                                        num_workers=self.num_workers)
-        else:
-            self._profile = profile_batches(self.graph, data, progress=show, device=self.device,
-                                            chunk_size=4 * self.batch_size)
+        self._profile = self.executor.profile(self, data, progress=show)
         return self._profile
+
+    def profile_here(self, data: Iterable | Tensor, progress: bool = False) -> Profile:
+        """Profile in this process (what the serial executor and every Ray worker run)."""
+        def prepare(x: Tensor) -> tuple[OperatorGraph, Tensor]:
+            graph = self.ready(x)
+            return graph, _matching_dtype(x, graph)
+
+        return profile_batches(prepare, data, progress=progress, device=self.device,
+                               chunk_size=4 * self.batch_size)
 
     def use_profile(self, profile: Profile | str | Path) -> Profile:
         """Use a saved or computed profile; ProfileMismatch if it belongs to another model."""
         if not isinstance(profile, Profile):
             profile = Profile.load(profile)
+        if self._graph is None or self._graph.layouts is None:
+            self.ready(profile.example_input())
         profile.check_model(self.graph)
-        self._profile = Profile(
-            {k: v.to(self.device) for k, v in profile.sums.items()},
-            {k: v.to(self.device) for k, v in profile.class_sums.items()},
-            profile.class_counts.to(self.device),
-            profile.fingerprint,
-        )
+        self._profile = profile.to(self.device)
         return self._profile
 
     @property
@@ -148,88 +160,92 @@ class Slicer:
                 "no profile yet: call slicer.profile(data) or slicer.use_profile(path)"
             )
         if reference == "dataset":
-            return profile.mean
+            return lambda name: profile.mean(name).unsqueeze(0)
         return lambda name: profile.class_mean(name, predicted)
 
-    def check_slice_args(self, x: Tensor, target: Target,
-                         synapses: Iterable[str] | None) -> frozenset[str] | None:
-        """InputError naming what is wrong with slice() arguments; returns the wanted synapse
-        names as a set (None: all)."""
+    def check_slice_args(self, x: Tensor, target: Target, synapses: Iterable[str] | None
+                         ) -> tuple[Tensor, Target, frozenset[str] | None]:
+        """``x`` as a tensor, the target resolved (a Neurons criterion as a per-sample mask),
+        the wanted synapse names (None: all); InputError naming what is wrong."""
+        x = _as_tensor(x, "input x")
         expected = None
         if self._profile is not None and self.policy.uses_profile:
             expected = tuple(self._profile.input_shape)
-        _check_batch(x, expected, "input x")
+        check_batch(x, expected, "input x")
+        graph = self.ready(x)
+        x = _matching_dtype(x, graph)
         if isinstance(target, Tensor) and target.dim() >= 1 and target.shape[0] != x.shape[0]:
             raise InputError(f"target has {target.shape[0]} rows for {x.shape[0]} input samples")
+        target = resolve_target(graph, target, x.shape[0])
         if synapses is None:
-            return None
+            return x, target, None
         wanted = frozenset([synapses] if isinstance(synapses, str) else synapses)
-        known = self.graph.synapse_parameters()
+        known = graph.synapse_parameters()
         unknown = sorted(wanted - set(known))
         if unknown:
             raise InputError(
                 f"no synapses named {unknown}; this model's weights with synapses are "
                 f"{sorted(known)[:8]}{' …' if len(known) > 8 else ''}"
             )
-        return wanted
+        return x, target, wanted
 
     def slice(self, x: Tensor, target: Target = None, reference: str = "dataset",
               per_sample: bool = False, synapses: Iterable[str] | None = None) -> Slice:
-        """Slice the criterion (x, target). See SPEC §6 for the target forms.
+        """Slice the criterion (x, target). See docs/spec.md §6 for the target forms.
 
         ``synapses``: names of the weights whose synapses to compute (default: all). With
         ``per_sample`` this bounds memory: a per-sample buffer holds batch × weight-size counts.
         """
-        wanted = self.check_slice_args(x, target, synapses)
-        if self.executor is not None:
-            from .parallel.ray_backend import ray_slice
+        x, target, wanted = self.check_slice_args(x, target, synapses)
+        return self.executor.slice(self, x, target, reference, per_sample, wanted)
 
-            return ray_slice(self, x, target, reference, per_sample, wanted,
-                             address=self._ray_address(), num_workers=self.num_workers)
+    def slice_here(self, x: Tensor, target: Target, reference: str, per_sample: bool,
+                   wanted: frozenset[str] | None) -> Slice:
+        """Slice in this process, ``batch_size`` samples at a time (arguments checked)."""
         from tqdm.auto import tqdm
 
-        neurons = synapses = None
-        targets: list[list[int]] = []
+        neurons, synapses, targets = [], [], []
         starts = range(0, x.shape[0], self.batch_size)
         for start in tqdm(starts, desc="slicing", unit="chunk", disable=not self.progress):
             stop = min(start + self.batch_size, x.shape[0])
-            part = self._slice_chunk(x[start:stop], split_target(target, start, stop),
-                                     reference, per_sample, wanted)
-            n, s, seeds = part
-            neurons = _merge(neurons, n, per_sample)
-            synapses = _merge(synapses, s, per_sample)
-            if bool((seeds.sum(1) == 1).all()):  # one class per sample: record which
-                targets.extend(seeds.to(torch.int8).argmax(1).tolist())
-        if per_sample:
-            neurons = {k: torch.cat(v) for k, v in neurons.items()}
-            synapses = {k: torch.cat(v) for k, v in synapses.items()}
-        return Slice(neurons, synapses, self._meta(x.shape[0], reference, per_sample, targets))
+            n, s, classes = self.slice_chunk(x[start:stop], split_target(target, start, stop),
+                                             reference, per_sample, wanted)
+            neurons.append(n)
+            synapses.append(s)
+            if classes is not None:
+                targets.extend(classes)
+        return Slice(merge_parts(neurons, per_sample), merge_parts(synapses, per_sample),
+                     self.meta(x.shape[0], reference, per_sample, targets, target))
 
-    def _slice_chunk(self, x: Tensor, target: Target, reference: str, per_sample: bool,
-                     wanted: frozenset[str] | None = None
-                     ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-        values = record_values(self.graph, x.to(self.device))
-        logits = values[self.graph.output_name]
+    def slice_chunk(self, x: Tensor, target: Target, reference: str, per_sample: bool,
+                    wanted: frozenset[str] | None = None
+                    ) -> tuple[dict[str, Tensor], dict[str, Tensor], list[int] | None]:
+        graph = self.graph
+        values = record_values(graph, x.to(self.device))
+        logits = values[graph.output_name]
         if logits.dim() != 2:
             raise InputError(
                 f"the model output has shape {tuple(logits.shape)}; nnslicer needs (batch, classes)"
             )
-        seeds = make_seeds(target, logits)
+        seeds, classes = criterion_seeds(graph, target, values, x.shape[0])
         ref = self._reference(reference, logits.argmax(1))
-        neurons, synapses = run_backward(self.graph, values, seeds, ref, self.policy, per_sample,
-                                         wanted)
-        return neurons, synapses, seeds
+        neurons, synapses = run_backward(graph, values, seeds, ref, self.policy, per_sample,
+                                         x.shape[0], wanted)
+        return neurons, synapses, classes
 
-    def _meta(self, n: int, reference: str, per_sample: bool, targets: list[int]
-              ) -> dict[str, Any]:
-        kinds, weights = {}, {}
-        for node in self.graph.live_nodes():
+    def meta(self, n: int, reference: str, per_sample: bool, targets: list[int],
+             target: Target = None) -> dict[str, Any]:
+        graph = self.graph
+        kinds, weights, modules = {}, {}, {}
+        for node in graph.live_nodes():
             kinds[node.name] = node.kind
+            if node.module_path:
+                modules[node.name] = node.module_path
             if node.rule is not None:
                 names = node.rule.synapse_names(node)
                 if names:
                     weights[node.name] = names[0]
-        return {
+        meta = {
             "method": self.policy.name,
             "theta": self.policy.theta,
             "reference": reference if self.policy.uses_profile else "zero",
@@ -238,15 +254,18 @@ class Slicer:
             "targets": targets,
             "node_kinds": kinds,
             "node_weights": weights,
-            "input_node": self.graph.input_name,
-            "output_node": self.graph.output_name,
+            "node_modules": modules,
+            "input_node": graph.input_name,
+            "output_node": graph.output_name,
+            "model": type(self._model).__name__,
         }
+        if isinstance(target, Neurons):
+            meta["criterion_node"] = target.node
+        return meta
 
 
 class EffectivePath(Slicer):
-    """EffectivePath baseline (SPEC §7) answering the same ``slice(x, target=...)`` call."""
-
-    method = "effective-path"
+    """EffectivePath baseline (docs/spec.md §7) answering the same ``slice(x, target=...)``."""
 
     def __init__(self, model: nn.Module, theta: float = 0.5, **kwargs: Any):
         super().__init__(model, theta, policy=EffectivePathPolicy(theta), **kwargs)
@@ -263,3 +282,32 @@ class EffectivePath(Slicer):
                 s = self.slice(x[y == k], target=int(k))
                 paths[k] = paths[k] + s if k in paths else s
         return paths
+
+
+def _as_tensor(x: Any, what: str) -> Tensor:
+    """Tensors as they are; numpy arrays converted; anything else refused in one line."""
+    if isinstance(x, Tensor):
+        return x
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        np = None
+    if np is not None and isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    raise InputError(f"{what} must be a torch tensor (or a numpy array), got {type(x).__name__}")
+
+
+def _matching_dtype(x: Tensor, graph: OperatorGraph) -> Tensor:
+    """A float input in another float dtype than the model's weights is converted (with a
+    note); integer inputs (token ids) stay as they are."""
+    if not x.is_floating_point():
+        return x
+    dtype = next((p.dtype for p in graph.module.parameters() if p.is_floating_point()), None)
+    if dtype is None or x.dtype == dtype:
+        return x
+    warnings.warn(f"input is {x.dtype} but the model's weights are {dtype}: converting the "
+                  "input", stacklevel=3)
+    return x.to(dtype)
+
+
+__all__ = ["EffectivePath", "SerialExecutor", "Slicer"]

@@ -1,4 +1,5 @@
-"""Backward analysis (SPEC §4): propagate contributions from the criterion to the input."""
+"""Backward analysis (docs/spec.md §4): propagate contributions from the criterion to the
+input."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import torch
 from torch import Tensor
 
 from ..trace.graph import OperatorGraph
+from ..trace.layout import STANDARD, BatchLayout
 from .policy import SelectionPolicy
 from .step import Step
 
-#: name -> reference tensor broadcastable to the node's (B, *shape) value; None means zero.
+#: node name -> its reference value per point as (1 or batch, *one sample's shape); None: 0.
 ReferenceFn = Callable[[str], Tensor | None]
 
 
@@ -20,23 +22,44 @@ class BackwardState:
     """Contributions of one batch chunk while the backward pass runs."""
 
     def __init__(self, graph: OperatorGraph, values: dict[str, Any], reference: ReferenceFn,
-                 policy: SelectionPolicy, per_sample: bool, wanted: frozenset[str] | None = None):
+                 policy: SelectionPolicy, per_sample: bool, batch: int,
+                 wanted: frozenset[str] | None = None):
         self.graph = graph
         self.values = values
         self.reference = reference
         self.policy = policy
         self.per_sample = per_sample
+        self.batch = batch
         self.wanted = wanted  # synapse tensors to return; None: all
         self.live = {n.name for n in graph.live_nodes()}
+        self.layouts = graph.layouts or {}
         self.contribs: dict[str, Tensor] = {}
         self.synapses: dict[str, Tensor] = {}
+        self._references: dict[str, Tensor] = {}
         self._deltas: dict[str, Tensor] = {}
+
+    def layout(self, name: str) -> BatchLayout:
+        return self.layouts.get(name, STANDARD)
+
+    def reference_value(self, name: str) -> Tensor:
+        if name not in self._references:
+            value = self.values[name]
+            ref = self.reference(name)
+            if ref is None:
+                ref = torch.zeros((), dtype=torch.float64, device=value.device)
+            else:
+                ref = self.layout(name).broadcast(ref.to(value.device), self.batch)
+            self._references[name] = ref
+        return self._references[name]
 
     def delta(self, name: str) -> Tensor:
         if name not in self._deltas:
             value = self.values[name].detach().to(torch.float64)
-            ref = self.reference(name)
-            self._deltas[name] = value if ref is None else value - ref
+            ref = self.reference_value(name)
+            d = value - ref
+            if d.isnan().any():  # -inf - (-inf) where a mask fills the same points always
+                d = torch.where(value == ref, 0.0, d)
+            self._deltas[name] = d
         return self._deltas[name]
 
     def add_contrib(self, name: str, contrib: Tensor) -> None:
@@ -57,19 +80,24 @@ class BackwardState:
             self.synapses[name] = torch.zeros(full, dtype=torch.int64, device=device)
         return self.synapses[name]
 
+    def forget(self, name: str) -> None:
+        self._deltas.pop(name, None)
+        self._references.pop(name, None)
 
-def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: Tensor,
+
+def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: dict[str, Tensor],
                  reference: ReferenceFn, policy: SelectionPolicy, per_sample: bool,
-                 wanted: frozenset[str] | None = None
+                 batch: int, wanted: frozenset[str] | None = None
                  ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Contributions of every live node and every synapse (or the ``wanted`` ones) for one
-    batch chunk.
+    batch chunk of ``batch`` samples. ``seeds``: C of the criterion's node(s), in their layout.
 
-    Returns point-level neuron contributions ((B, *shape) when per_sample, else summed over the
-    batch) and synapse contributions (same convention).
+    Returns point-level neuron contributions, (batch, *sample shape) when per_sample, else
+    summed over the batch, and synapse contributions (same convention).
     """
-    state = BackwardState(graph, values, reference, policy, per_sample, wanted)
-    state.contribs[graph.output_name] = seeds.to(torch.int64)
+    state = BackwardState(graph, values, reference, policy, per_sample, batch, wanted)
+    for name, seed in seeds.items():
+        state.contribs[name] = seed.to(torch.int64)
     neurons: dict[str, Tensor] = {}
     for node in reversed(graph.nodes):
         value = values.get(node.name)
@@ -81,11 +109,12 @@ def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: Tensor,
             c = torch.zeros(value.shape, dtype=torch.int64, device=value.device)
         elif node.rule is not None and bool(c.any()):
             node.rule.backward(Step(state, node, c))
+        c = state.layout(node.name).samples_first(c, batch)
         neurons[node.name] = c if per_sample else c.sum(0)
-        state._deltas.pop(node.name, None)
+        state.forget(node.name)
     neurons = {n.name: neurons[n.name] for n in graph.nodes if n.name in neurons}
     synapses = {
-        name: state.synapse_buffer(name, param.shape, seeds.shape[0])  # zeros if never reached
+        name: state.synapse_buffer(name, param.shape, batch)  # zeros if never reached
         for name, param in graph.synapse_parameters().items()
         if wanted is None or name in wanted
     }

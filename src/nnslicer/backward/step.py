@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -12,6 +14,24 @@ if TYPE_CHECKING:
     from ..trace.graph import OpNode
     from .engine import BackwardState
     from .policy import SelectionPolicy
+
+
+class SynapseTarget:
+    """Where a weighted sum adds its synapse signs: a (rows, K) int64 buffer; its rows are
+    weight rows, times the number of samples when synapses are kept per sample (then
+    ``sample_of`` maps flat indices of output points to samples)."""
+
+    def __init__(self, buffer: Tensor, row_count: int,
+                 sample_of: Callable[[Tensor], Tensor] | None):
+        self.buffer = buffer
+        self.row_count = row_count
+        self.sample_of = sample_of
+
+    def rows(self, weight_row: Tensor, out_flat: Callable[[], Tensor]) -> Tensor:
+        """Buffer rows of points with these weight rows (``out_flat``: their flat indices)."""
+        if self.sample_of is None:
+            return weight_row
+        return self.sample_of(out_flat()) * self.row_count + weight_row
 
 
 class Step:
@@ -31,7 +51,8 @@ class Step:
 
     @property
     def batch(self) -> int:
-        return self.c_out.shape[0]
+        """Number of samples in this chunk (not necessarily the size of dim 0)."""
+        return self._state.batch
 
     def arg(self, position: int, keyword: str | None = None, default: Any = None) -> Any:
         """The fx argument at ``position`` or under ``keyword`` (as written in the model)."""
@@ -59,9 +80,24 @@ class Step:
             return torch.zeros_like(value, dtype=torch.float64)
         return torch.zeros((), dtype=torch.float64)
 
+    def reference_value(self, arg: Any) -> Tensor:
+        """The reference value (profile mean, class mean or 0) of a node argument, in its
+        layout, float64; a constant is its own reference."""
+        if self.is_live(arg):
+            return self._state.reference_value(arg.name)
+        value = self.value(arg)
+        if isinstance(value, Tensor):
+            return value.detach().to(torch.float64)
+        return torch.tensor(float(value), dtype=torch.float64)
+
     @property
     def value_out(self) -> Tensor:
         return self._state.values[self.node.name]
+
+    @property
+    def output_name(self) -> str:
+        """The node whose value the model returns."""
+        return self._state.graph.output_name
 
     @property
     def delta_out(self) -> Tensor:
@@ -72,13 +108,49 @@ class Step:
         if self.is_live(arg):
             self._state.add_contrib(arg.name, contrib)
 
-    def synapse_buffer(self, param_name: str, shape: torch.Size) -> Tensor:
-        """Accumulator for one weight: shape (B, *shape) per sample, else ``shape``."""
-        return self._state.synapse_buffer(param_name, shape, self.batch)
+    # --- synapses ----------------------------------------------------------------------------
+    def per_sample_synapses(self, name: str) -> bool:
+        return self._state.per_sample_synapses(name)
 
-    def synapse_rows(self, param_name: str, b: Tensor, row: Tensor, rows: int) -> Tensor:
-        """Row index into ``synapse_buffer(...).view(-1, cols)`` for sample b and weight row."""
-        return b * rows + row if self._state.per_sample_synapses(param_name) else row
+    def _sample_of_output(self) -> Callable[[Tensor], Tensor]:
+        layout = self._state.layout(self.node.name)
+        shape = self.value_out.shape
+        return lambda flat: layout.sample_of(flat, shape)
+
+    def synapse_target(self, name: str, shape: torch.Size) -> SynapseTarget:
+        """The weight's synapse buffer as (rows, K), K = elements per weight row."""
+        buffer = self._state.synapse_buffer(name, shape, self.batch)
+        per_sample = self.per_sample_synapses(name)
+        return SynapseTarget(buffer.view(-1, math.prod(shape[1:])), shape[0],
+                             self._sample_of_output() if per_sample else None)
+
+    def synapse_scratch(self, names: list[str], rows: int, cols: int) -> SynapseTarget:
+        """A zero (samples × rows, cols) buffer for synapse signs that ``add_synapses`` moves
+        into the weights ``names`` afterwards (for weights used transposed or in blocks)."""
+        per_sample = any(self.per_sample_synapses(n) for n in names)
+        count = self.batch if per_sample else 1
+        buffer = torch.zeros(count * rows, cols, dtype=torch.int64,
+                             device=self.c_out.device)
+        return SynapseTarget(buffer, rows, self._sample_of_output() if per_sample else None)
+
+    def add_synapses(self, names: list[str], shape: torch.Size, counts: Tensor,
+                     rows: tuple[int, int] | None = None) -> None:
+        """Add scratch ``counts`` ((samples ×) rows, cols, weight-shaped) to the weights
+        ``names`` (rows ``lo:hi`` of them when ``rows`` is given)."""
+        lo, hi = rows if rows is not None else (0, shape[0])
+        for name in names:
+            per_sample = self.per_sample_synapses(name)
+            buffer = self._state.synapse_buffer(name, shape, self.batch)
+            part = counts.reshape(-1, hi - lo, *shape[1:])
+            if per_sample:
+                buffer[:, lo:hi] += part
+            else:
+                buffer[lo:hi] += part.sum(0)
+
+    def transposed(self) -> Step:
+        """This step with the output's last two dims swapped (``W @ x`` is a Linear of
+        ``x.T``)."""
+        return _TransposedStep(self)
 
     def call(self, replace: dict[str, Tensor]) -> Any:
         """Re-run this node's operator with some live arguments replaced by other tensors."""
@@ -96,3 +168,16 @@ class Step:
         if node.op == "call_method":
             return getattr(args[0], node.target)(*args[1:], **kwargs)
         return node.target(*args, **kwargs)
+
+
+class _TransposedStep(Step):
+    """The step of ``W @ x`` seen as a Linear of ``x.T``: the output's last two dims
+    swapped (the batch dim is not one of them, so samples map the same)."""
+
+    def __init__(self, step: Step):
+        super().__init__(step._state, step.node, step.c_out.transpose(-1, -2).contiguous())
+        self._value_out = step.value_out.transpose(-1, -2).contiguous()
+
+    @property
+    def value_out(self) -> Tensor:
+        return self._value_out

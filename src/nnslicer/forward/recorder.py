@@ -14,6 +14,7 @@ import torch
 import torch.fx as fx
 
 from ..trace.graph import OperatorGraph
+from ..trace.layout import example_batches
 
 Visit = Callable[[str, torch.Tensor], None]
 
@@ -88,3 +89,9 @@ def stream_values(graph: OperatorGraph, x: torch.Tensor, visit: Visit) -> Any:
     """
     with torch.no_grad():
         return _streamer(graph)(x, visit)
+
+
+def learn_layouts(graph: OperatorGraph, example: torch.Tensor) -> None:
+    """Find where each node keeps its samples (trace.layout) from two small runs."""
+    if graph.layouts is None:
+        graph.set_layouts(*(record_values(graph, x) for x in example_batches(example)))

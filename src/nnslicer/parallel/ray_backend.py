@@ -1,7 +1,7 @@
 """Ray backend: profile and slice on a Ray cluster with results identical to the serial run.
 
-The slicer's traced model (with its θ, batch size, selection policy and the rules its nodes use)
-and its profile are put in the object store once. Each worker is a Ray actor (one CPU, one torch
+The slicer's traced model (with its batch size, selection policy and rule set) and its profile
+are put in the object store once. Each worker is a Ray actor (one CPU, one torch
 thread) that builds its own :class:`~nnslicer.Slicer` from those shared objects and handles
 shards: contiguous runs of samples for slicing, runs of batches for profiling.
 
@@ -21,6 +21,7 @@ asking for this backend raises ImportError telling to ``pip install 'nnslicer[ra
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -37,9 +38,11 @@ from ..profile.profile import Profile, iter_batches
 
 if TYPE_CHECKING:
     from ..backward.policy import SelectionPolicy
+    from ..criterion import Target
     from ..results.slice import Slice
-    from ..rules.base import Rule
-    from ..slicer import Slicer, Target
+    from ..rules.ruleset import RuleSet
+    from ..slicer import Slicer
+    from ..trace.composite import CompositeLayers
 
 RAY_MISSING = "the Ray backend needs Ray, which is not installed: pip install 'nnslicer[ray]'"
 
@@ -86,23 +89,21 @@ class SlicerSpec:
     """Everything a worker needs to rebuild the driver's slicer (sent once, via ray.put)."""
 
     module: nn.Module
-    theta: float
     batch_size: int
     policy: SelectionPolicy
-    #: (registry kind, key, rule) of every rule the traced graph uses, so that rules registered
-    #: with nnslicer.register_rule in the driver exist in the workers too.
-    rules: list[tuple[str, Any, Rule]] = field(default_factory=list)
+    rules: RuleSet
+    composites: CompositeLayers
 
     @classmethod
     def of(cls, slicer: Slicer) -> SlicerSpec:
-        return cls(_picklable_module(slicer.graph.module), slicer.theta, slicer.batch_size,
-                   slicer.policy, _used_rules(slicer))
+        return cls(_picklable_module(slicer.graph.module), slicer.batch_size, slicer.policy,
+                   slicer.rules, slicer.composites)
 
     def build(self) -> Slicer:
         from ..slicer import Slicer
 
-        _register_missing(self.rules)
-        return Slicer(self.module, self.theta, batch_size=self.batch_size, policy=self.policy)
+        return Slicer(self.module, batch_size=self.batch_size, policy=self.policy,
+                      rules=self.rules, composites=self.composites)
 
 
 def _picklable_module(module: nn.Module) -> nn.Module:
@@ -122,38 +123,6 @@ def _picklable_module(module: nn.Module) -> nn.Module:
         copied._tracer_cls = None
         copied.recompile()
     return copied
-
-
-def _used_rules(slicer: Slicer) -> list[tuple[str, Any, Rule]]:
-    from ..rules import registry
-
-    used = []
-    for node in slicer.graph.live_nodes():
-        rule = node.rule
-        if rule is None:
-            continue
-        if node.op == "call_module":
-            for parent in type(node.module).__mro__:
-                if registry.MODULE_RULES.get(parent) is rule:
-                    used.append(("module", parent, rule))
-                    break
-        elif node.op == "call_function":
-            used.append(("function", node.target, rule))
-        elif node.op == "call_method":
-            used.append(("method", node.target, rule))
-    return used
-
-
-def _register_missing(rules: list[tuple[str, Any, Rule]]) -> None:
-    """Register the driver's rules that this process lacks or has of another class."""
-    from ..rules import registry
-
-    tables = {"module": registry.MODULE_RULES, "function": registry.FUNCTION_RULES,
-              "method": registry.METHOD_RULES}
-    for kind, key, rule in rules:
-        known = tables[kind].get(key)
-        if known is None or type(known) is not type(rule):
-            registry.register_rule(key, rule)
 
 
 def _maybe_crash(crash: tuple[str, int] | None, index: int) -> None:
@@ -202,8 +171,8 @@ class ShardWorker:
               ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]:
         slicer = self._slicer(shared)
         _maybe_crash(crash, index)
-        s = slicer.slice(x, target=target, reference=reference, per_sample=per_sample,
-                         synapses=synapses)
+        s = slicer.slice_here(*slicer.check_slice_args(x, target, synapses)[:2], reference,
+                              per_sample, synapses)
         return s.neurons, s.synapses, s.meta
 
     def profile(self, shared: list[Any], index: int,
@@ -212,7 +181,7 @@ class ShardWorker:
         slicer = self._slicer(shared)
         _maybe_crash(crash, index)
         data = [x if y is None else (x, y) for x, y in batches]
-        return slicer.profile(data, progress=False)
+        return slicer.profile_here(data, progress=False)
 
 
 # ---------------------------------------------------------------------------------- driver side
@@ -239,11 +208,7 @@ class RayPool:
         self._crash = _crash
         self._spec = self.ray.put(SlicerSpec.of(slicer))
         profile = slicer.current_profile if with_profile else None
-        if profile is not None:
-            profile = Profile({k: v.cpu() for k, v in profile.sums.items()},
-                              {k: v.cpu() for k, v in profile.class_sums.items()},
-                              profile.class_counts.cpu(), profile.fingerprint)
-        self._profile = self.ray.put(profile)
+        self._profile = self.ray.put(None if profile is None else profile.to("cpu"))
         # one thread per actor, numba's pool included: actors sharing a node's CPUs must not
         # oversubscribe them (numba otherwise starts one thread per CPU in every actor)
         self._actor_cls = self.ray.remote(
@@ -349,11 +314,18 @@ class RayPool:
         rounded up to a multiple of ``slicer.batch_size`` so that shards split into exactly the
         serial run's chunks.
         """
+        x, target, wanted = self.slicer.check_slice_args(x, target, synapses)
+        return self.slice_checked(x, target, reference, per_sample, wanted,
+                                  shard_size=shard_size)
+
+    def slice_checked(self, x: Tensor, target: Target, reference: str, per_sample: bool,
+                      wanted: frozenset[str] | None, *, shard_size: int | None = None
+                      ) -> Slice:
+        """``slice`` for arguments the slicer has checked (Slicer.check_slice_args)."""
+        from ..criterion import Neurons, merge_parts, split_target
         from ..results.slice import Slice
-        from ..slicer import split_target
 
         slicer = self.slicer
-        wanted = slicer.check_slice_args(x, target, synapses)
         if slicer.policy.uses_profile and slicer.current_profile is None:
             raise InputError(
                 "no profile yet: call slicer.profile(data) or slicer.use_profile(path)"
@@ -363,6 +335,8 @@ class RayPool:
         x = x.detach().cpu()
         if isinstance(target, Tensor):
             target = target.detach().cpu()
+        elif isinstance(target, Neurons):
+            target = Neurons(target.node, target.index.cpu())
 
         def shards() -> Iterator[tuple[int, tuple]]:
             for i, start in enumerate(range(0, n, step)):
@@ -375,16 +349,13 @@ class RayPool:
 
         def collect(index: int, part: tuple) -> None:
             neurons, synapses, meta = part
-            if per_sample:
+            if per_sample:  # concatenated in sample order at the end
                 parts[index] = part
-            elif not totals:
-                totals.extend([neurons, synapses])
-                parts[index] = (None, None, meta)
-            else:
-                for acc, new in zip(totals, (neurons, synapses), strict=True):
-                    for k, v in new.items():
-                        acc[k] += v
-                parts[index] = (None, None, meta)
+                return
+            parts[index] = (None, None, meta)  # added as they arrive: integers, any order
+            totals[:] = [neurons, synapses] if not totals else [
+                merge_parts([acc, new], False) for acc, new in zip(totals, (neurons, synapses),
+                                                                   strict=True)]
 
         count = self._run("slice", shards(), collect, total=-(-n // step))
         ordered = [parts[i] for i in range(count)]
@@ -392,8 +363,8 @@ class RayPool:
         meta["num_samples"] = n
         meta["targets"] = [t for p in ordered for t in p[2].get("targets", [])]
         if per_sample:
-            neurons = {k: torch.cat([p[0][k] for p in ordered]) for k in ordered[0][0]}
-            synapses = {k: torch.cat([p[1][k] for p in ordered]) for k in ordered[0][1]}
+            neurons = merge_parts([p[0] for p in ordered], True)
+            synapses = merge_parts([p[1] for p in ordered], True)
         else:
             neurons, synapses = totals
         return Slice(neurons, synapses, meta)
@@ -487,3 +458,26 @@ def ray_profile(slicer: Slicer, data: Iterable | Tensor, *, address: str | None 
                  with_profile=False, _crash=_crash) as pool:
         profile = pool.profile(data, shard_batches=shard_batches)
     return slicer.use_profile(profile)
+
+
+class RayExecutor:
+    """Profile and slice on a Ray cluster (``address``, or a local one with ``num_workers``
+    CPUs), with results identical to the serial executor's."""
+
+    def __init__(self, address: str | None = None, num_workers: int = 2):
+        self.address = address
+        self.num_workers = num_workers
+
+    def profile(self, slicer: Slicer, data: Iterable | Tensor, progress: bool) -> Profile:
+        batches = iter_batches(data)
+        first = next(batches, None)
+        if first is None:
+            raise InputError("the profiling data is empty; give at least one batch")
+        slicer.ready(first[0])  # a model traced at its first input is traced here
+        data = itertools.chain([first], batches)
+        return ray_profile(slicer, data, address=self.address, num_workers=self.num_workers)
+
+    def slice(self, slicer: Slicer, x: Tensor, target: Target, reference: str,
+              per_sample: bool, wanted: frozenset[str] | None) -> Slice:
+        with RayPool(slicer, address=self.address, num_workers=self.num_workers) as pool:
+            return pool.slice_checked(x, target, reference, per_sample, wanted)

@@ -1,13 +1,13 @@
-"""Profiling (SPEC §2): per-point means over a dataset, overall and per class.
+"""Profiling (docs/spec.md §2): per-point means over a dataset, overall and per class.
 
-Sums and counts are kept (not means), so profiles of data shards add up exactly.
+Sums and counts are kept (not means), so profiles of data shards add up exactly. Values are
+accumulated with their samples first (trace.layout), so a node whose batch is not in dim 0
+(a sequence-first transformer, Swin's windows) has one sample's means like every other.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,15 @@ from torch import Tensor
 
 from ..errors import InputError, ProfileMismatch
 from ..forward.recorder import stream_values
+from ..hashing import tensor_digest
 from ..storage import load_tensors, save_tensors
 from ..trace.graph import OperatorGraph
+from ..trace.layout import STANDARD
 
 
 def parameter_hash(module: torch.nn.Module) -> str:
     """SHA-256 of every parameter and buffer, by name."""
-    h = hashlib.sha256()
-    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return tensor_digest(list(module.named_parameters()) + list(module.named_buffers()))
 
 
 def fingerprint(graph: OperatorGraph, shapes: dict[str, list[int]]) -> dict[str, Any]:
@@ -95,6 +93,16 @@ class Profile:
     def input_shape(self) -> list[int]:
         return self.fingerprint["input_shape"]
 
+    def example_input(self) -> Tensor:
+        """A zero batch of one sample shaped like the profiling data (to trace with)."""
+        dtype = getattr(torch, self.fingerprint.get("input_dtype", "float32"))
+        return torch.zeros((1, *self.input_shape), dtype=dtype)
+
+    def to(self, device: torch.device | str) -> Profile:
+        return Profile({k: v.to(device) for k, v in self.sums.items()},
+                       {k: v.to(device) for k, v in self.class_sums.items()},
+                       self.class_counts.to(device), self.fingerprint)
+
     def mean(self, name: str) -> Tensor:
         return self.sums[name] / self.count
 
@@ -123,8 +131,8 @@ class Profile:
 
     def check_model(self, graph: OperatorGraph) -> None:
         """Raise ProfileMismatch naming what differs if this profile is not of ``graph``."""
-        known = self.fingerprint["nodes"]
-        now = {n.name: known.get(n.name) for n in graph.live_nodes()}
+        now = {n.name: list(graph.sample_shapes[n.name]) for n in graph.live_nodes()
+               if n.name in graph.sample_shapes}
         diffs = fingerprint_differences(self.fingerprint, fingerprint(graph, now))
         if diffs:
             raise ProfileMismatch(
@@ -146,16 +154,19 @@ class Profile:
         return cls(sums, class_sums, tensors["class_counts"], meta["fingerprint"])
 
 
-def _check_batch(x: Tensor, expected: tuple[int, ...] | None, what: str) -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise InputError(f"{what} must be a float tensor, got {getattr(x, 'dtype', type(x))}")
-    if x.shape[0] == 0:
+def check_batch(x: Tensor, expected: tuple[int, ...] | None, what: str) -> None:
+    """InputError naming what is wrong with a batch of model inputs."""
+    if not isinstance(x, Tensor):
+        raise InputError(f"{what} must be a torch tensor, got {type(x).__name__}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise InputError(f"{what} must be a float (or integer token) tensor, got {x.dtype}")
+    if x.dim() == 0 or x.shape[0] == 0:
         raise InputError(f"{what} is an empty batch; give at least one sample")
     if expected is not None and tuple(x.shape[1:]) != expected:
         raise InputError(
             f"{what} has sample shape {tuple(x.shape[1:])} but {expected} was expected"
         )
-    if not torch.isfinite(x).all():
+    if x.is_floating_point() and not torch.isfinite(x).all():
         raise InputError(f"{what} contains NaN or Inf values; clean the inputs first")
 
 
@@ -215,7 +226,12 @@ def _runs(classes: Tensor) -> list[tuple[int, int, int]]:
                                                       strict=True)]
 
 
-def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = False,
+#: prepares a batch for the model: the traced graph (traced at the first batch if needed) and
+#: the batch converted to the model's dtype
+Prepare = Callable[[Tensor], tuple[OperatorGraph, Tensor]]
+
+
+def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
                     device: torch.device | str = "cpu", chunk_size: int = 64) -> Profile:
     """Accumulate sums (float64) over every batch of ``data``; the model runs once per sample.
 
@@ -233,8 +249,10 @@ def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = Fa
     bar = tqdm(iter_batches(data), total=total, desc="profiling", unit="batch",
                disable=not progress)
     for x, labels in bar:
-        _check_batch(x, input_shape, "profiling batch")
-        input_shape = tuple(x.shape[1:])
+        check_batch(x, input_shape, "profiling batch")
+        input_shape, input_dtype = tuple(x.shape[1:]), x.dtype
+        graph, x = prepare(x)
+        layouts = graph.layouts or {}
         x = x.to(device)
         classes = None
         if labels is not None:
@@ -246,15 +264,17 @@ def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = Fa
             # samples of one class next to each other: each class row is updated once per batch
             classes, order = classes.sort(stable=True)
             x = x[order]
-            stream_values(graph, x, functools.partial(acc.add, classes=classes,
-                                                      runs=_runs(classes)))
+            runs, batch = _runs(classes), x.shape[0]
+            stream_values(graph, x, lambda name, v, c=classes, r=runs, b=batch: acc.add(
+                name, layouts.get(name, STANDARD).samples_first(v, b), c, r))
             acc.count(classes)
             continue
         for start in range(0, x.shape[0], chunk_size):
             held: list[tuple[str, Tensor]] = []
+            part_x = x[start:start + chunk_size]
             logits = _check_logits(stream_values(
-                graph, x[start:start + chunk_size],
-                lambda name, v, held=held: held.append((name, v))))
+                graph, part_x, lambda name, v, held=held, b=part_x.shape[0]: held.append(
+                    (name, layouts.get(name, STANDARD).samples_first(v, b)))))
             if acc is None:
                 acc = _ClassSums(logits.shape[1], x.device)
             part = logits.argmax(1) if classes is None else classes[start:start + chunk_size]
@@ -269,4 +289,5 @@ def profile_batches(graph: OperatorGraph, data: Iterable, *, progress: bool = Fa
     shapes = {name: list(t.shape) for name, t in sums.items()}
     fp = fingerprint(graph, shapes)
     fp["input_shape"] = list(input_shape)
+    fp["input_dtype"] = str(input_dtype).removeprefix("torch.")
     return Profile(sums, acc.sums, acc.counts, fp)

@@ -1,8 +1,15 @@
-"""Element-wise activation rule: s = sign(C)·sign(Δy)·sign(f'(x))·sign(Δx) (SPEC §4)."""
+"""Element-wise functions and softmax (docs/spec.md §4).
+
+An element-wise f (activations, but also exp, sqrt, x ** c…): s = sign(C)·sign(Δy)·sign(f'(x))·
+sign(Δx). Softmax / log-softmax inside the model: each output rises with its own input, the
+coupling through the normaliser is dropped, s = sign(C)·sign(Δy)·sign(Δx); as the model's last
+operator it is data movement, s = sign(C).
+"""
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -11,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Rule
+from .ruleset import Entry, live_operands, ops
 
 if TYPE_CHECKING:
     from ..backward.step import Step
@@ -82,14 +90,20 @@ for _keys, _fn in (
     ((nn.GELU, F.gelu), _gelu),
     ((nn.Hardswish, F.hardswish), _hardswish),
     ((nn.Hardsigmoid, F.hardsigmoid), _hardsigmoid),
+    ((torch.exp, "exp", torch.log, "log", torch.sqrt, "sqrt", torch.erf, "erf", nn.LogSigmoid,
+      F.logsigmoid, nn.Softsign, F.softsign, torch.log1p, "log1p", torch.expm1, "expm1"),
+     _constant(1.0)),
+    ((torch.rsqrt, "rsqrt", torch.reciprocal, "reciprocal"), _constant(-1.0)),
+    ((torch.abs, "abs", torch.square, "square"), lambda step, x: x.double().sign()),
 ):
     _DERIVATIVE_SIGN.update(dict.fromkeys(_keys, _fn))
 
 
 class ActivationRule(Rule):
-    """Any element-wise f registered for this rule."""
+    """Any element-wise f of one input-dependent tensor (other operands constants)."""
 
     family = "activation"
+    channels = "passes"
 
     def _derivative_sign(self, step: Step, x_arg: object) -> Tensor:
         x = step.value(x_arg)
@@ -102,10 +116,52 @@ class ActivationRule(Rule):
         with torch.enable_grad():
             out = step.call({x_arg.name: leaf})
             (grad,) = torch.autograd.grad(out.sum(), leaf)
-        return grad.sign().to(torch.float64)
+        return grad.nan_to_num(0.0).sign().to(torch.float64)
 
     def backward(self, step: Step) -> None:
-        x_arg = step.arg(0, "input")
+        x_arg = next(a for a in step.node.operands if step.is_live(a))
         gain = self._derivative_sign(step, x_arg)
         signs = step.policy.pointwise(step.c_out.sign(), step.delta_out, gain, step.delta(x_arg))
         step.send(x_arg, signs)
+
+
+class SoftmaxRule(Rule):
+    """Softmax / log-softmax: data movement at the model's output, else a gain of +1."""
+
+    family = "activation"
+    channels = "pins"
+
+    def backward(self, step: Step) -> None:
+        x_arg = step.arg(0, "input")
+        c_sign = step.c_out.sign()
+        if step.node.name == step.output_name:
+            step.send(x_arg, step.policy.movement(c_sign))
+            return
+        dx = step.delta(x_arg)
+        gain = torch.ones((), dtype=torch.float64, device=dx.device)
+        step.send(x_arg, step.policy.pointwise(c_sign, step.delta_out, gain, dx))
+
+
+_ACTIVATION_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
+    nn.Hardtanh, nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.SELU, nn.CELU, nn.PReLU,
+    nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.Softshrink, nn.Hardshrink,
+)
+_ACTIVATION_FUNCTIONS = (
+    F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, torch.sigmoid,
+    F.sigmoid, torch.tanh, F.tanh, F.hardtanh, F.softplus, F.mish, F.hardswish,
+    F.hardsigmoid, F.selu, F.celu, F.logsigmoid, F.softsign, F.prelu, torch.exp, torch.log,
+    torch.sqrt, torch.rsqrt, torch.reciprocal, torch.abs, torch.square, torch.erf, torch.log1p,
+    torch.expm1, torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max,
+)
+_ACTIVATION_METHODS = (
+    "relu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "reciprocal", "abs", "square",
+    "erf", "log1p", "expm1", "clamp", "clip", "clamp_min", "clamp_max",
+)
+
+ENTRIES: list[Entry] = [
+    (ops(*_ACTIVATION_MODULES, *_ACTIVATION_FUNCTIONS, *_ACTIVATION_METHODS), ActivationRule()),
+    (ops(operator.pow, torch.pow, "pow") & live_operands(1), ActivationRule()),
+    (ops(nn.Softmax, nn.LogSoftmax, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
+         "softmax", "log_softmax"), SoftmaxRule()),
+]

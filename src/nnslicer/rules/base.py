@@ -1,4 +1,4 @@
-"""What a slicing rule is, and the helpers the weighted-sum rules share."""
+"""What a slicing rule is, and the helpers rules share."""
 
 from __future__ import annotations
 
@@ -23,12 +23,23 @@ class Rule:
 
     Subclasses set ``family`` and implement ``backward``; ``check`` rejects configurations the
     rule cannot slice exactly, at trace time, so a bad model fails before any work is done.
+    ``channels`` says how the operator treats the channels of a feature map (what pruning needs
+    to know): ``"produces"`` new ones from its weight, ``"passes"`` each channel to the same
+    channel, ``"joins"`` its operands' channels into one space, or ``"pins"`` them (anything
+    else: the channels cannot be dropped through it).
     """
 
     family: ClassVar[str] = "rule"
+    channels: ClassVar[str] = "pins"
+    #: the node's value carries no activation (shape queries, ``zeros_like``, indices)
+    constant: ClassVar[bool] = False
 
     def check(self, node: OpNode, graph: OperatorGraph) -> None:
         """Raise UnsupportedOperation if this node's configuration is outside the rule."""
+
+    def several_outputs(self, node: OpNode) -> bool:
+        """Whether the node returns several tensors (their items become nodes of their own)."""
+        return False
 
     def synapse_names(self, node: OpNode) -> list[str]:
         """Parameter names whose elements are synapses of this node."""
@@ -39,11 +50,21 @@ class Rule:
 
 
 def unsupported(node: OpNode, reason: str) -> UnsupportedOperation:
+    """The one-line refusal: the node, its module, its operator, where and what to do."""
+    where = f" in module '{node.module_path}'" if node.module_path else ""
+    line = _user_line(node)
     return UnsupportedOperation(
-        f"node '{node.name}' ({node.kind}) cannot be sliced: {reason}; register a rule for it "
-        "with nnslicer.register_rule(<module class | function | method name>, rule), see "
-        "docs/rules.md"
+        f"node '{node.name}' ({node.kind}){where}{line} cannot be sliced: {reason}; give it a "
+        "rule: nnslicer.register_rule(<module class | function | method name>, rule), or "
+        "Slicer(model, rules=nnslicer.default_rules().with_rule(...)) (docs/rules.md)"
     )
+
+
+def _user_line(node: OpNode) -> str:
+    from ..trace.tracer import location_in_stack_trace
+
+    where = location_in_stack_trace(node.fx_node.stack_trace)
+    return f" (at {where})" if where else ""
 
 
 def live_point_chunks(c3: Tensor, width: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:

@@ -1,14 +1,24 @@
-"""Data-movement rules: every output point has one source point, s = sign(C) (SPEC §4)."""
+"""Data-movement rules: every output point has one source point, s = sign(C) (docs/spec.md §4).
+
+Reshaping, permuting, indexing, concatenating, splitting, padding (padding points are
+constants), repeating, rolling, flipping, nearest-neighbour upsampling, masking with a constant
+mask, and every Dropout / drop-path in eval mode. An expanded or repeated point collects from
+all its copies.
+"""
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 import torch
 import torch.fx as fx
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from ..trace.graph import select_output
 from .base import Rule, unsupported
+from .ruleset import Entry, FunctionNamed, Where, ops
 
 if TYPE_CHECKING:
     from ..backward.step import Step
@@ -16,30 +26,48 @@ if TYPE_CHECKING:
 
 
 class IdentityMovementRule(Rule):
-    """Same shape in and out, point i comes from point i (Dropout, Identity, contiguous...)."""
+    """Same shape in and out, point i comes from point i (Dropout, Identity, contiguous...).
 
-    family = "movement"
-
-    def __init__(self, output_only: bool = False):
-        # softmax/log-softmax mix points, so they are only accepted as the model's last step
-        self.output_only = output_only
-
-    def check(self, node: OpNode, graph: OperatorGraph) -> None:
-        if self.output_only and not graph.feeds_only_output(node.name):
-            raise unsupported(node, "softmax/log-softmax is only supported as the model's output")
-
-    def backward(self, step: Step) -> None:
-        step.send(step.arg(0, "input"), step.policy.movement(step.c_out.sign()))
-
-
-class RearrangeRule(Rule):
-    """flatten, view, reshape, permute, transpose, squeeze, unsqueeze, cat, indexing...
-
-    Each output element is a copy of one input element, so the backward of the operator
-    (its vector-Jacobian product) applied to sign(C) adds exactly sign(C) to each source point.
+    ``verify``: the operator is the identity only in eval mode (drop-path / stochastic depth
+    functions a model defines itself, ``F.dropout``); the rule checks the values are unchanged.
     """
 
     family = "movement"
+    channels = "passes"
+
+    def __init__(self, verify: bool = False):
+        self.verify = verify
+
+    def backward(self, step: Step) -> None:
+        x_arg = next(a for a in step.node.operands if step.is_live(a))
+        if self.verify and not torch.equal(step.value_out, step.value(x_arg)):
+            raise unsupported(step.node, "it changed its input (it is the identity only in eval "
+                              "mode: call it with training=False)")
+        step.send(x_arg, step.policy.movement(step.c_out.sign()))
+
+
+class RearrangeRule(Rule):
+    """Each output element is a copy of one input element (or a constant), so the backward of
+    the operator (its vector-Jacobian product) applied to sign(C) adds exactly sign(C) to each
+    source point, summed over copies."""
+
+    family = "movement"
+
+    def __init__(self, several: tuple[object, ...] = ()):
+        self.several = several
+
+    def several_outputs(self, node: OpNode) -> bool:
+        return node.target in self.several
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        mode = node.fx_node.kwargs.get("mode")
+        if mode is None and node.module is not None:
+            mode = getattr(node.module, "mode", None)
+        if node.target in (F.interpolate, F.upsample) or isinstance(node.module, nn.Upsample):
+            mode = mode or (node.fx_node.args[3] if len(node.fx_node.args) > 3 else "nearest")
+            if mode not in ("nearest", "nearest-exact"):
+                raise unsupported(node, f"interpolation mode {mode!r} mixes neighbouring points "
+                                  "(only 'nearest' is data movement)")
 
     def backward(self, step: Step) -> None:
         signs = step.policy.movement(step.c_out.sign()).to(torch.float64)
@@ -58,3 +86,59 @@ class RearrangeRule(Rule):
 
 def _node(step: Step, name: str) -> fx.Node:
     return next(a for a in step.node.fx_node.all_input_nodes if a.name == name)
+
+
+_SPLITS = (torch.chunk, "chunk", torch.split, "split", torch.unbind, "unbind",
+           torch.tensor_split, "tensor_split", torch.split_with_sizes, "split_with_sizes",
+           torch.unsafe_chunk, torch.unsafe_split)
+
+_MOVEMENT_MODULES = (
+    nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d,
+    nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d,
+    nn.ReplicationPad1d, nn.ReplicationPad2d, nn.PixelShuffle, nn.PixelUnshuffle,
+    nn.ChannelShuffle, nn.Upsample, nn.Unfold,
+)
+_MOVEMENT_FUNCTIONS = (
+    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+    torch.cat, torch.concat, torch.concatenate, torch.stack, torch.hstack, torch.vstack,
+    torch.roll, torch.flip, torch.fliplr, torch.flipud, torch.rot90, torch.narrow,
+    torch.movedim, torch.moveaxis, torch.swapaxes, torch.swapdims, torch.t, torch.unflatten,
+    torch.tile, torch.repeat_interleave, torch.index_select, torch.gather, torch.take_along_dim,
+    torch.where, torch.masked_fill, torch.select, operator.getitem, F.pad, F.unfold,
+    F.pixel_shuffle, F.pixel_unshuffle, torch.channel_shuffle, F.interpolate, F.upsample,
+    *_SPLITS[::2],
+)
+_MOVEMENT_METHODS = (
+    "flatten", "view", "reshape", "permute", "transpose", "squeeze", "unsqueeze", "expand",
+    "expand_as", "repeat", "repeat_interleave", "roll", "flip", "narrow", "movedim", "moveaxis",
+    "swapaxes", "swapdims", "t", "view_as", "reshape_as", "unflatten", "unfold", "masked_fill",
+    "index_select", "gather", "select", "tile", *_SPLITS[1::2],
+)
+_IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                     nn.FeatureAlphaDropout, nn.Identity)
+_IDENTITY_METHODS = ("contiguous", "clone", "detach", "float", "double", "half", "type_as",
+                     "requires_grad_")
+_EVAL_IDENTITY_FUNCTIONS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                            F.feature_alpha_dropout)
+
+
+def _float_cast(node: OpNode) -> bool:
+    """``x.to(...)`` / ``x.type(...)`` that keeps a floating dtype (or only moves devices)."""
+    dtypes = [a for a in (*node.operands[1:], *node.fx_node.kwargs.values())
+              if isinstance(a, torch.dtype)]
+    return all(d.is_floating_point for d in dtypes)
+
+
+_rearrange = RearrangeRule(several=_SPLITS)
+
+ENTRIES: list[Entry] = [
+    (ops(*_IDENTITY_MODULES, *_IDENTITY_METHODS, torch.clone, torch.detach), IdentityMovementRule()),
+    (ops("to", "type") & Where(_float_cast, "float cast"), IdentityMovementRule()),
+    (ops(*_EVAL_IDENTITY_FUNCTIONS) | FunctionNamed(("stochastic_depth", "drop_path")),
+     IdentityMovementRule(verify=True)),
+    (ops(*_MOVEMENT_MODULES, *_MOVEMENT_FUNCTIONS, *_MOVEMENT_METHODS), _rearrange),
+    (Where(lambda node: node.target is getattr and node.fx_node.args[1] in ("T", "mT", "H", "mH"),
+           "x.T"), _rearrange),
+    (Where(lambda node: node.target is select_output and node.fx_node.args[0] in _SPLITS,
+           "an item of chunk/split/unbind"), _rearrange),
+]

@@ -1,26 +1,31 @@
-"""Weighted-sum rules: conv, linear, tensor ± tensor, average pooling and mean.
+"""Weighted-sum rules: conv, linear, ``x @ W``, the gate sums of recurrent layers,
+tensor ± tensor, average pooling, mean and sum over dims (docs/spec.md §4).
 
 Every output point n has terms t_i (its edges' shares of Δy); the policy keeps edges and signs
 (θ-selection for NNSlicer). Terms are built only for points with C != 0, in bounded chunks.
-Average pools use t = Δx: the divisor is one positive number per output point, and neither the
-θ rule nor the signs change when all terms of a point are scaled by it.
+Average pools and means use t = Δx: the divisor is one positive number per output point, and
+neither the θ rule nor the signs change when all terms of a point are scaled by it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import operator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..backward import kernels
+from ..trace.composite.block_linear import block_linear
 from .base import TERM_BUDGET, Rule, live_point_chunks, sum_to_shape, unsupported
+from .ruleset import Entry, live_operands, ops
 
 if TYPE_CHECKING:
-    from ..backward.step import Step
+    from ..backward.step import Step, SynapseTarget
     from ..trace.graph import OperatorGraph, OpNode
 
 
@@ -43,12 +48,15 @@ def _check_weight_is_parameter(node: OpNode, graph: OperatorGraph) -> None:
     w = args[1] if len(args) > 1 else node.fx_node.kwargs.get("weight")
     if w is None or graph.parameter_of(w) is None:
         raise unsupported(node, "its weight is not a parameter of the model")
+    if node.is_live_arg(w):
+        raise unsupported(node, "its weight depends on the input")
 
 
 class ConvRule(Rule):
     """Conv1d/Conv2d with any stride, padding, dilation and groups; t = w · Δx."""
 
     family = "weighted_sum"
+    channels = "produces"
 
     def check(self, node: OpNode, graph: OperatorGraph) -> None:
         if node.module is not None and node.module.padding_mode != "zeros":
@@ -101,10 +109,11 @@ class ConvRule(Rule):
         rowbase = (ar(B * groups)[:, None] * (Cg * plane) + corner[None, :]).reshape(-1)
         L = Lh * Lw
         overlapping = (kh - 1) * dh >= sh or (kw - 1) * dw >= sw
+        syn = step.synapse_target(_weight_name(step.node), weight_shape)
         signs = weighted_sum_windows(
             step, xp.view(-1), rowbase, koff, weight.detach().reshape(O, K),
             c_out.reshape(B, O, L).transpose(1, 2), y_raw.reshape(B, O, L).transpose(1, 2),
-            groups, _weight_name(step.node), weight_shape, overlapping,
+            groups, syn, lambda b, q, o: (b * O + o) * L + q, overlapping,
         )
         pl, pr, pt, pb = pads
         contrib = signs.view(B, C, Hp, Wp)[:, :, pt : Hp - pb, pl : Wp - pr]
@@ -113,15 +122,21 @@ class ConvRule(Rule):
         step.send(x_arg, contrib.round().to(torch.int64))
 
 
+#: flat index of the output point (b, q, o) in the node's value, from the (B, Q, O) view
+OutputIndex = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
 def weighted_sum_windows(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor,
-                         weight: Tensor, c: Tensor, y_raw: Tensor, groups: int, synapse: str,
-                         synapse_shape: torch.Size, overlapping: bool) -> Tensor:
+                         weight: Tensor, c: Tensor, y_raw: Tensor, groups: int,
+                         syn: SynapseTarget | None, out_index: OutputIndex,
+                         overlapping: bool) -> Tensor:
     """Shared core of conv and linear: output point (b, q, o) has terms W[o, k] · src[i_k],
     i_k = rowbase[r] + koff[k], r = (b·G + g)·Q + q, g = o // (O / G).
 
     ``src`` is the flat float64 Δ of the input (padded for a conv); ``c`` and ``y_raw`` are
     (B, Q, O). Returns the signs added to every entry of ``src`` (float64, same shape) and adds
-    the synapse signs to the buffer of ``synapse``. ``overlapping``: rows may share entries.
+    the synapse signs to ``syn`` (None: an edge without synapses). ``overlapping``: rows may
+    share entries.
     """
     B, Q, O = c.shape
     K = koff.shape[0]
@@ -130,14 +145,15 @@ def weighted_sum_windows(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor,
     xrow = (b * groups + o // (O // groups)) * Q + q
     c_sign = c[b, q, o].sign()
     y = y_raw[b, q, o].to(torch.float64)
-    syn = step.synapse_buffer(synapse, synapse_shape).view(-1, K)
-    synrow = step.synapse_rows(synapse, b, o, O)
+    if syn is None:
+        syn = step.synapse_scratch([], O, K)
+    buffer, synrow = syn.buffer, syn.rows(o, lambda: out_index(b, q, o))
     mode = getattr(step.policy, "kernel_mode", None)
     if kernels.ENABLED and mode is not None and src.device.type == "cpu":
         out = kernels.weighted_windows(  # the kernel widens w to float64 itself
             src.numpy(), rowbase.numpy(), koff.numpy(), weight.detach().contiguous().numpy(),
             xrow.numpy(), o.numpy(), c_sign.numpy(), y.numpy(), synrow.numpy(),
-            (b * Q + q).numpy(), syn.numpy(), mode, step.policy.theta, overlapping,
+            (b * Q + q).numpy(), buffer.numpy(), mode, step.policy.theta, overlapping,
         )  # adds to the synapse buffer in place
         return torch.from_numpy(out)
     w = weight.to(torch.float64)
@@ -148,9 +164,23 @@ def weighted_sum_windows(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor,
         entries = rowbase[xrow[part]][:, None] + koff[None, :]
         terms = w[o[part]] * src[entries]
         signs = step.policy.weighted_sum(terms, c_sign[part], y[part])
-        syn.index_add_(0, synrow[part], signs)
+        buffer.index_add_(0, synrow[part], signs)
         out.index_add_(0, entries.reshape(-1), signs.reshape(-1).to(torch.float64))
     return out
+
+
+def _linear_core(step: Step, x_arg: object, weight: Tensor, syn: SynapseTarget | None,
+                 dx: Tensor | None = None) -> Tensor:
+    """Signs sent to the input of ``y = x @ weight.T`` on the last dim (any leading dims)."""
+    O, K = weight.shape
+    dx = (step.delta(x_arg) if dx is None else dx).contiguous()
+    R = dx.numel() // K
+    ar = functools.partial(torch.arange, device=dx.device)
+    signs = weighted_sum_windows(
+        step, dx.view(-1), ar(R) * K, ar(K), weight.detach(), step.c_out.reshape(1, R, O),
+        step.value_out.reshape(1, R, O), 1, syn, lambda b, q, o: q * O + o, False,
+    )
+    return signs.view(dx.shape)
 
 
 def _explicit_padding(
@@ -174,9 +204,10 @@ def _explicit_padding(
 
 
 class LinearRule(Rule):
-    """Linear on the last dimension (any leading dims); t = w · Δx."""
+    """Linear / F.linear with a parameter weight, on the last dimension; t = w · Δx."""
 
     family = "weighted_sum"
+    channels = "produces"
 
     def check(self, node: OpNode, graph: OperatorGraph) -> None:
         _check_weight_is_parameter(node, graph)
@@ -187,17 +218,91 @@ class LinearRule(Rule):
     def backward(self, step: Step) -> None:
         x_arg = step.arg(0, "input")
         weight = step.module.weight if step.module is not None else step.value(step.arg(1))
-        O, K = weight.shape
-        dx = step.delta(x_arg).contiguous()
-        B = dx.shape[0]
-        R = dx.numel() // K
-        P = R // B
-        ar = functools.partial(torch.arange, device=dx.device)
-        signs = weighted_sum_windows(
-            step, dx.view(-1), ar(R) * K, ar(K), weight.detach(), step.c_out.reshape(B, P, O),
-            step.value_out.reshape(B, P, O), 1, _weight_name(step.node), weight.shape, False,
-        )
-        step.send(x_arg, signs.view(dx.shape).round().to(torch.int64))
+        syn = step.synapse_target(_weight_name(step.node), weight.shape)
+        step.send(x_arg, _linear_core(step, x_arg, weight, syn).round().to(torch.int64))
+
+
+class ConstantMatmulRule(Rule):
+    """``x @ W`` or ``W @ x`` with W a 2-D parameter (or another tensor that does not depend on
+    the input): a weighted sum, t = w · Δx; a parameter's elements are its synapses."""
+
+    family = "weighted_sum"
+
+    @staticmethod
+    def _sides(node: OpNode) -> tuple[object, object, bool]:
+        """(input-dependent operand, constant operand, whether the input comes first)."""
+        a, b = node.operands[:2]
+        return (a, b, True) if node.is_live_arg(a) else (b, a, False)
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        if not isinstance(self._sides(node)[1], torch.fx.Node):
+            raise unsupported(node, "a matrix product needs two tensors")
+
+    def synapse_names(self, node: OpNode) -> list[str]:
+        w = self._sides(node)[1]
+        return [w.target] if getattr(w, "op", None) == "get_attr" else []
+
+    def backward(self, step: Step) -> None:
+        x, w_arg, x_first = self._sides(step.node)
+        w = step.value(w_arg).detach()
+        if w.dim() != 2:
+            raise unsupported(step.node, f"a matrix product with a {w.dim()}-D constant; only "
+                              "2-D weights are a weighted sum per output point")
+        names = self.synapse_names(step.node)
+        if x_first:  # y[..., o] = sum_k x[..., k] W[k, o]: a Linear with weight W.T
+            scratch = step.synapse_scratch(names, w.shape[1], w.shape[0])
+            signs = _linear_core(step, x, w.t(), scratch)
+            step.add_synapses(names, w.shape, scratch.buffer.transpose(-1, -2))
+        else:  # y[..., i, j] = sum_k W[i, k] x[..., k, j]: the same on x and y transposed
+            scratch = step.synapse_scratch(names, w.shape[0], w.shape[1])
+            signs = _linear_core(step.transposed(), x, w, scratch,
+                                 dx=step.delta(x).transpose(-1, -2)).transpose(-1, -2)
+            step.add_synapses(names, w.shape, scratch.buffer)
+        step.send(x, signs.round().to(torch.int64))
+
+
+class BlockLinearRule(Rule):
+    """The gate sums of unrolled recurrent layers and the q/k/v projections of attention
+    (``trace.composite.block_linear``): one weighted sum over the features of several inputs,
+    each with rows ``rows`` of its own weight; t = w · Δx for every input's features."""
+
+    family = "weighted_sum"
+    channels = "produces"
+
+    @staticmethod
+    def _parts(node: OpNode) -> tuple[list[object], list[object], tuple[int, int] | None]:
+        args, kwargs = node.fx_node.args, node.fx_node.kwargs
+        rows = args[3] if len(args) > 3 else kwargs.get("rows")
+        return list(args[0]), list(args[1]), rows
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        inputs, weights, _ = self._parts(node)
+        if len(inputs) != len(weights):
+            raise unsupported(node, "block_linear needs one weight per input")
+        for w in weights:
+            if graph.parameter_of(w) is None or node.is_live_arg(w):
+                raise unsupported(node, "block_linear's weights must be parameters")
+
+    def synapse_names(self, node: OpNode) -> list[str]:
+        return [w.target for w in self._parts(node)[1]]
+
+    def backward(self, step: Step) -> None:
+        inputs, weight_args, rows = self._parts(step.node)
+        weights = [step.value(w).detach() for w in weight_args]
+        lo, hi = rows if rows is not None else (0, weights[0].shape[0])
+        blocks = [w[lo:hi] for w in weights]
+        widths = [w.shape[1] for w in blocks]
+        lead = step.c_out.shape[:-1]
+        dx = torch.cat([step.delta(a).expand(*lead, k)
+                        for a, k in zip(inputs, widths, strict=True)], -1)
+        names = self.synapse_names(step.node)
+        scratch = step.synapse_scratch(names, hi - lo, sum(widths))
+        signs = _linear_core(step, None, torch.cat(blocks, 1), scratch, dx=dx)
+        counts = scratch.buffer.split(widths, dim=-1)
+        for name, w, part in zip(names, weights, counts, strict=True):
+            step.add_synapses([name], w.shape, part, rows=(lo, hi))
+        for a, part in zip(inputs, signs.split(widths, dim=-1), strict=True):
+            step.send(a, sum_to_shape(part, step.value(a).shape).round().to(torch.int64))
 
 
 class AddSubRule(Rule):
@@ -208,17 +313,21 @@ class AddSubRule(Rule):
     """
 
     family = "weighted_sum"
+    channels = "joins"
 
-    def __init__(self, subtract: bool):
+    def __init__(self, subtract: bool, reversed_operands: bool = False):
         self.subtract = subtract
+        self.reversed_operands = reversed_operands  # torch.rsub(x, c) = c - x
 
     def check(self, node: OpNode, graph: OperatorGraph) -> None:
         args = node.fx_node.args
-        if len(args) < 2:
+        if len(args) + ("other" in node.fx_node.kwargs) < 2:
             raise unsupported(node, "expected two operands")
 
     def backward(self, step: Step) -> None:
         a, b = step.arg(0), step.arg(1, "other")
+        if self.reversed_operands:
+            a, b = b, a
         alpha = step.kwargs.get("alpha", 1)
         sign_b = -alpha if self.subtract else alpha
         c = step.c_out
@@ -297,6 +406,7 @@ class AvgPoolRule(Rule):
     """AvgPool1d/2d (module or functional): the pooled window, t = Δx / divisor."""
 
     family = "weighted_sum"
+    channels = "passes"
 
     def backward(self, step: Step) -> None:
         x_arg = step.arg(0, "input")
@@ -329,6 +439,7 @@ class AdaptiveAvgPoolRule(Rule):
     """AdaptiveAvgPool1d/2d: PyTorch's adaptive windows, t = Δx / window size."""
 
     family = "weighted_sum"
+    channels = "passes"
 
     def backward(self, step: Step) -> None:
         x_arg = step.arg(0, "input")
@@ -352,33 +463,63 @@ class AdaptiveAvgPoolRule(Rule):
         _window_backward(step, x_arg, table.to(x.device), x.shape[1])
 
 
-class MeanRule(Rule):
-    """Mean over given dims (not the batch dim): the reduced points, t = Δx / count."""
+class ReductionRule(Rule):
+    """Mean or sum over given dims (``x.mean(dim)``, ``torch.sum(x, dim)``): the reduced
+    points, t = Δx (a mean's 1 / count is one positive factor per output point)."""
 
     family = "weighted_sum"
 
     def check(self, node: OpNode, graph: OperatorGraph) -> None:
-        args, kwargs = node.fx_node.args, node.fx_node.kwargs
-        dim = args[1] if len(args) > 1 else kwargs.get("dim")
-        if dim is None:
-            raise unsupported(node, "mean over all dims would mix samples; give dim=")
-        dims = dim if isinstance(dim, tuple | list) else (dim,)
-        if any(d == 0 for d in dims):
-            raise unsupported(node, "mean over the batch dim mixes samples")
+        if _reduced_dims(node.fx_node.args, node.fx_node.kwargs) is None:
+            raise unsupported(node, "a reduction over all dims mixes the samples of a batch; "
+                              "give dim=")
 
     def backward(self, step: Step) -> None:
         x_arg = step.arg(0, "input")
-        x = step.value(x_arg)
-        dim = step.arg(1, "dim")
-        dims = dim if isinstance(dim, tuple | list) else (dim,)
-        dims = sorted({d % x.dim() for d in dims})
-        if 0 in dims:
-            raise unsupported(step.node, "mean over the batch dim mixes samples")
-        inner = tuple(x.shape[1:])
-        keep = [d - 1 for d in range(1, x.dim()) if d not in dims]
-        reduced = [d - 1 for d in dims]
-        ids = torch.arange(math.prod(inner), device=x.device).view(inner)
-        K = math.prod(inner[d] for d in reduced)
-        table = ids.permute(*keep, *reduced).reshape(-1, K)
-        _window_backward(step, x_arg, table, 1)
+        dx = step.delta(x_arg)
+        dims = sorted({d % dx.dim() for d in _reduced_dims(step.args, step.kwargs)})
+        kept = [d for d in range(dx.dim()) if d not in dims]
+        K = math.prod(dx.shape[d] for d in dims)
+        # rows in the order of the output's points (kept dims in their order), reduced last
+        ids = torch.arange(dx.numel(), device=dx.device).view(dx.shape)
+        table = ids.permute(*kept, *dims).reshape(-1, K)
+        c = step.c_out.reshape(-1)
+        live = c.nonzero().squeeze(1)
+        y = step.value_out.reshape(-1)
+        flat_dx = dx.reshape(-1)
+        contrib = torch.zeros(dx.numel(), dtype=torch.float64, device=dx.device)
+        chunk = max(1, TERM_BUDGET // max(K, 1))
+        for s in range(0, live.shape[0], chunk):
+            points = live[s : s + chunk]
+            entries = table[points]
+            signs = step.policy.weighted_sum(flat_dx[entries], c[points].sign(),
+                                             y[points].to(torch.float64))
+            contrib.index_add_(0, entries.reshape(-1), signs.reshape(-1).to(torch.float64))
+        step.send(x_arg, contrib.view(dx.shape).round().to(torch.int64))
 
+
+def _reduced_dims(args: tuple, kwargs: dict) -> tuple[int, ...] | None:
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    if dim is None or isinstance(dim, torch.fx.Node):
+        return None
+    return tuple(dim) if isinstance(dim, tuple | list) else (dim,)
+
+
+_conv, _linear = ConvRule(), LinearRule()
+_add, _sub = AddSubRule(subtract=False), AddSubRule(subtract=True)
+_rsub = AddSubRule(subtract=True, reversed_operands=True)
+
+ENTRIES: list[Entry] = [
+    (ops(nn.Conv1d, nn.Conv2d, F.conv1d, F.conv2d), _conv),
+    (ops(nn.Linear, F.linear), _linear),
+    (ops(operator.matmul, torch.matmul, torch.mm, "matmul", "mm") & live_operands(1),
+     ConstantMatmulRule()),
+    (ops(block_linear), BlockLinearRule()),
+    (ops(operator.add, torch.add, "add"), _add),
+    (ops(operator.sub, torch.sub, "sub", torch.subtract, "subtract"), _sub),
+    (ops(torch.rsub, "rsub"), _rsub),
+    (ops(nn.AvgPool1d, nn.AvgPool2d, F.avg_pool1d, F.avg_pool2d), AvgPoolRule()),
+    (ops(nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, F.adaptive_avg_pool1d,
+         F.adaptive_avg_pool2d), AdaptiveAvgPoolRule()),
+    (ops(torch.mean, "mean", torch.sum, "sum"), ReductionRule()),
+]

@@ -1,0 +1,142 @@
+"""Selection rules: max pooling and max/min over dims. The edge goes to the input point
+PyTorch selects (``return_indices`` / the indices ``torch.max(x, dim)`` returns; among equal
+points, the one PyTorch returns): s = sign(C)·sign(Δy)·sign(Δx) (docs/spec.md §4)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..trace.graph import select_output
+from .base import Rule, unsupported
+from .ruleset import Entry, Where, ops
+
+if TYPE_CHECKING:
+    from ..backward.step import Step
+    from ..trace.graph import OperatorGraph, OpNode
+
+
+class MaxPoolRule(Rule):
+    """MaxPool1d/2d and AdaptiveMaxPool1d/2d, module or functional."""
+
+    family = "selection"
+    channels = "passes"
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        flag = (
+            getattr(node.module, "return_indices", False)
+            if node.module is not None
+            else node.fx_node.kwargs.get("return_indices", False)
+        )
+        if flag:
+            raise unsupported(node, "return_indices=True makes a tuple output")
+
+    def _indices(self, step: Step, x: Tensor) -> Tensor:
+        m = step.module
+        if isinstance(m, nn.MaxPool1d | nn.MaxPool2d):
+            fn = F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d
+            _, idx = fn(x, m.kernel_size, m.stride, m.padding, m.dilation,
+                        ceil_mode=m.ceil_mode, return_indices=True)
+            return idx
+        if isinstance(m, nn.AdaptiveMaxPool1d | nn.AdaptiveMaxPool2d):
+            fn = F.adaptive_max_pool1d if isinstance(m, nn.AdaptiveMaxPool1d) else (
+                F.adaptive_max_pool2d
+            )
+            return fn(x, m.output_size, return_indices=True)[1]
+        args = list(step.args)
+        args[0] = x
+        kwargs = dict(step.kwargs)
+        kwargs["return_indices"] = True
+        fn = step.node.target
+        if fn in (F.adaptive_max_pool1d, F.adaptive_max_pool2d):
+            kwargs.pop("return_indices")
+            return fn(*args, **kwargs, return_indices=True)[1]
+        return fn(*args, **kwargs)[1]
+
+    def backward(self, step: Step) -> None:
+        x_arg = step.arg(0, "input")
+        x = step.value(x_arg)
+        idx = self._indices(step, x.detach())
+        B, C = x.shape[:2]
+        flat_idx = idx.reshape(B, C, -1)
+        dx_sel = step.delta(x_arg).reshape(B, C, -1).gather(2, flat_idx)
+        c_sign = step.c_out.reshape(B, C, -1).sign()
+        dy = step.delta_out.reshape(B, C, -1)
+        signs = step.policy.pointwise(c_sign, dy, torch.ones_like(dy), dx_sel)
+        contrib = torch.zeros(B, C, x[0, 0].numel(), dtype=torch.int64, device=x.device)
+        contrib.scatter_add_(2, flat_idx, signs)
+        step.send(x_arg, contrib.view(x.shape))
+
+
+_MAX_WITH_INDICES = (torch.max, "max", torch.min, "min")
+_REDUCING = (torch.amax, "amax", torch.amin, "amin")
+
+
+def _dims(node_args: tuple, kwargs: dict) -> tuple[int, ...] | None:
+    dim = node_args[1] if len(node_args) > 1 else kwargs.get("dim")
+    if dim is None or not isinstance(dim, int | tuple | list):
+        return None
+    return tuple(dim) if isinstance(dim, tuple | list) else (dim,)
+
+
+class MaxOverDimsRule(Rule):
+    """``torch.max(x, dim)[0]`` / ``.values``, ``amax(x, dims)`` and their min twins: the
+    point PyTorch selects along the reduced dims (for amax over several dims, the index
+    ``torch.max`` returns over those dims flattened)."""
+
+    family = "selection"
+    channels = "pins"
+
+    def several_outputs(self, node: OpNode) -> bool:
+        return node.target in _MAX_WITH_INDICES
+
+    def _call(self, step: Step) -> tuple[object, tuple[int, ...], bool, bool]:
+        """(input, reduced dims, keepdim, whether it is a min)."""
+        args = step.node.operands
+        kwargs = step.kwargs
+        fn = step.args[0] if step.node.target is select_output else step.node.target
+        keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        return args[0], _dims(args, kwargs), bool(keepdim), fn in ("min", torch.min,
+                                                                    "amin", torch.amin)
+
+    def check(self, node: OpNode, graph: OperatorGraph) -> None:
+        if _dims(node.operands, node.fx_node.kwargs) is None:
+            raise unsupported(node, "max/min over all dims mixes the samples of a batch (or of "
+                              "two tensors: not a selection); give dim=")
+
+    def backward(self, step: Step) -> None:
+        x_arg, dims, keepdim, is_min = self._call(step)
+        x = step.value(x_arg).detach()
+        dims = sorted({d % x.dim() for d in dims})
+        kept = [d for d in range(x.dim()) if d not in dims]
+        order = (*kept, *dims)
+        flat = x.permute(order).reshape(*[x.shape[d] for d in kept], -1)
+        idx = (flat.min(-1) if is_min else flat.max(-1)).indices  # the point PyTorch returns
+        ids = torch.arange(x.numel(), device=x.device).view(x.shape).permute(order)
+        ids = ids.reshape(*[x.shape[d] for d in kept], -1)
+        source = ids.gather(-1, idx.unsqueeze(-1)).squeeze(-1).reshape(-1)
+        dx_sel = step.delta(x_arg).reshape(-1)[source]
+        c_sign = step.c_out.reshape(-1).sign()
+        dy = step.delta_out.reshape(-1)
+        signs = step.policy.pointwise(c_sign, dy, torch.ones_like(dy), dx_sel)
+        contrib = torch.zeros(x.numel(), dtype=torch.int64, device=x.device)
+        contrib.index_add_(0, source, signs)
+        step.send(x_arg, contrib.view(x.shape))
+
+
+def _is_values(node: OpNode) -> bool:
+    return node.target is not select_output or node.fx_node.args[1] == 0
+
+
+ENTRIES: list[Entry] = [
+    (ops(nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, F.max_pool1d,
+         F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d), MaxPoolRule()),
+    (Where(lambda node: node.target is select_output and node.fx_node.args[0] in
+           _MAX_WITH_INDICES and _is_values(node), "max(x, dim).values"), MaxOverDimsRule()),
+    (ops(*_REDUCING), MaxOverDimsRule()),
+    (ops(*_MAX_WITH_INDICES) & Where(lambda node: _dims(node.operands, node.fx_node.kwargs)
+                                     is not None, "max(x, dim)"), MaxOverDimsRule()),
+]

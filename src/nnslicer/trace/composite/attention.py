@@ -1,0 +1,99 @@
+"""``nn.MultiheadAttention`` and ``F.scaled_dot_product_attention`` as matrix products.
+
+q, k, v projections are Linears on their row blocks of ``in_proj_weight`` (or their own
+weights), heads are split and merged by data movement, ``q @ kᵀ`` is a matrix product times
+the constant scale, a mask is added as a constant (a boolean mask as 0 / −inf), softmax is not
+the output, ``weights @ v`` is a matrix product and ``out_proj`` a Linear (docs/spec.md §4).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import block_linear as blocks
+
+
+def _additive(mask: Any, like: Any) -> Any:
+    """A boolean mask (True = not allowed) as 0 / −inf; a float mask as it is."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros_like(mask, dtype=like.dtype).masked_fill(mask, float("-inf"))
+
+
+def attention(q: Any, k: Any, v: Any, mask: Any = None, scale: Any = None,
+              is_causal: bool = False) -> tuple[Any, Any]:
+    """softmax(q @ kᵀ · scale + mask) @ v over the last two dims; also the weights."""
+    if scale is None:
+        scale = 1 / math.sqrt(q.shape[-1]) if isinstance(q.shape[-1], int) else (
+            q.shape[-1] ** -0.5)
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if is_causal:
+        L, S = q.shape[-2], k.shape[-2]
+        causal = torch.ones(L, S, dtype=torch.bool).tril()
+        scores = scores + torch.zeros(L, S).masked_fill(~causal, float("-inf"))
+    if mask is not None:
+        scores = scores + _additive(mask, scores)
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: Any = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None, enable_gqa: bool = False) -> Any:
+    """``F.scaled_dot_product_attention`` in eval mode, as traceable operators."""
+    if dropout_p:
+        raise NotImplementedError("scaled_dot_product_attention with dropout_p > 0 is random; "
+                                  "pass dropout_p=0.0 in eval mode")
+    if enable_gqa:
+        groups = query.shape[-3] // key.shape[-3]
+        key = key.repeat_interleave(groups, dim=-3)
+        value = value.repeat_interleave(groups, dim=-3)
+    return attention(query, key, value, attn_mask, scale, is_causal)[0]
+
+
+def _project(m: nn.MultiheadAttention, x: Any, which: int) -> Any:
+    E = m.embed_dim
+    rows = (which * E, (which + 1) * E)
+    bias = None if m.in_proj_bias is None else m.in_proj_bias[rows[0]:rows[1]]
+    if m._qkv_same_embed_dim:
+        return blocks.block_linear((x,), (m.in_proj_weight,), bias, rows)
+    weight = (m.q_proj_weight, m.k_proj_weight, m.v_proj_weight)[which]
+    return F.linear(x, weight, bias)
+
+
+def multi_head_attention(m: nn.MultiheadAttention, query: Any, key: Any, value: Any,
+                         key_padding_mask: Any = None, need_weights: bool = True,
+                         attn_mask: Any = None, average_attn_weights: bool = True,
+                         is_causal: bool = False) -> tuple[Any, Any]:
+    """``nn.MultiheadAttention.forward`` in eval mode, as traceable operators."""
+    if query.dim() != 3:
+        raise NotImplementedError("MultiheadAttention on an unbatched input: give a batch")
+    if not m.batch_first:  # (L, B, E) -> (B, L, E)
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    heads = m.num_heads
+    q, k, v = (_project(m, t, i) for i, t in enumerate((query, key, value)))
+    if m.bias_k is not None:
+        k = torch.cat([k, m.bias_k.expand(k.shape[0], 1, m.embed_dim)], dim=1)
+        v = torch.cat([v, m.bias_v.expand(v.shape[0], 1, m.embed_dim)], dim=1)
+    if m.add_zero_attn:
+        k = torch.cat([k, k.new_zeros(k.shape[0], 1, m.embed_dim)], dim=1)
+        v = torch.cat([v, v.new_zeros(v.shape[0], 1, m.embed_dim)], dim=1)
+    q, k, v = (t.unflatten(-1, (heads, m.head_dim)).transpose(1, 2) for t in (q, k, v))
+    mask = _additive(attn_mask, q)
+    if mask is not None and mask.dim() == 3:  # (B·heads, L, S)
+        mask = mask.unflatten(0, (-1, heads))
+    if key_padding_mask is not None:  # (B, S), True = padding
+        padding = _additive(key_padding_mask, q)[:, None, None, :]
+        mask = padding if mask is None else mask + padding
+    out, weights = attention(q, k, v, mask, is_causal=is_causal and attn_mask is None)
+    out = m.out_proj(out.transpose(1, 2).flatten(2))
+    if not m.batch_first:
+        out = out.transpose(0, 1)
+    if not need_weights:
+        return out, None
+    return out, weights.mean(dim=1) if average_attn_weights else weights
