@@ -52,7 +52,7 @@ def test_class_sums_equal_direct_float64_sums(labelled: bool) -> None:
     parts = [(x[:7], labels[:7]), (x[7:16], labels[7:16]), (x[16:], labels[16:])]
     data = parts if labelled else [p[0] for p in parts]
     # chunk_size 4 splits the held batches (the first one always, all when unlabelled)
-    profile = profile_batches(slicer.graph, data, chunk_size=4)
+    profile = profile_batches(lambda x: (slicer.graph, x), data, chunk_size=4)
     want = direct_class_sums(slicer, x, labels, 5)
     assert profile.class_counts.tolist() == torch.bincount(labels, minlength=5).tolist()
     assert set(profile.class_sums) == set(want)
@@ -77,7 +77,7 @@ def test_float32_values_are_summed_in_float64() -> None:
     g = torch.Generator().manual_seed(2)
     batches = [torch.rand(n, 1, 32, 32, generator=g) * 1e4 for n in (5, 6)]
     labels = [torch.randint(0, 5, (n,), generator=g) for n in (5, 6)]
-    profile = profile_batches(slicer.graph, list(zip(batches, labels, strict=True)))
+    profile = profile_batches(lambda x: (slicer.graph, x), list(zip(batches, labels, strict=True)))
     for name in profile.class_sums:
         want = sum(direct_class_sums(slicer, x, c, 5)[name]
                    for x, c in zip(batches, labels, strict=True))

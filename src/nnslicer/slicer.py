@@ -299,9 +299,14 @@ def _as_tensor(x: Any, what: str) -> Tensor:
 
 def _matching_dtype(x: Tensor, graph: OperatorGraph) -> Tensor:
     """A float input in another float dtype than the model's weights is converted (with a
-    note); integer inputs (token ids) stay as they are."""
+    note); integer inputs stay as they are for a model that looks them up in an Embedding."""
     if not x.is_floating_point():
-        return x
+        users = graph.by_name[graph.input_name].fx_node.users
+        if any(graph.by_name[u.name].family == "embedding" for u in users
+               if u.name in graph.by_name):
+            return x
+        raise InputError(f"input x is a {x.dtype} tensor but the model computes in floats; "
+                         "pass float inputs (integer inputs are token ids for an Embedding)")
     dtype = next((p.dtype for p in graph.module.parameters() if p.is_floating_point()), None)
     if dtype is None or x.dtype == dtype:
         return x

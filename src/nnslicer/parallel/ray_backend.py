@@ -359,9 +359,8 @@ class RayPool:
 
         count = self._run("slice", shards(), collect, total=-(-n // step))
         ordered = [parts[i] for i in range(count)]
-        meta = dict(ordered[0][2])
-        meta["num_samples"] = n
-        meta["targets"] = [t for p in ordered for t in p[2].get("targets", [])]
+        targets = [t for p in ordered for t in p[2].get("targets", [])]
+        meta = slicer.meta(n, reference, per_sample, targets, target)  # the driver's names
         if per_sample:
             neurons = merge_parts([p[0] for p in ordered], True)
             synapses = merge_parts([p[1] for p in ordered], True)

@@ -75,7 +75,7 @@ class ConstantScaleRule(Rule):
         if node.target in _DIVISIONS:
             if node.fx_node.kwargs.get("rounding_mode") is not None:
                 raise unsupported(node, "rounded division is not linear")
-            if not node.is_live_arg(args[0]):
+            if len(args) > 1 and node.is_live_arg(args[1]):
                 raise unsupported(node, "dividing by an input-dependent tensor is not linear")
 
     def backward(self, step: Step) -> None:
