@@ -137,7 +137,9 @@ def table(rows: list[dict[str, Any]]) -> str:
                        f"{r['slice_s_per_sample'] * 1e3:.1f} | {r['ratio']:.0f}× "
                        f"({r['ratio_min']:.0f}–{r['ratio_max']:.0f}) | {rss} | ok |")
         else:
-            error = str(r["error"]).replace("|", "\\|")
+            error = str(r["error"])
+            error = (error[:157] + "...") if len(error) > 160 else error
+            error = error.replace("|", "\\|")
             out.append(f"| {r['name']} |  |  |  | {rss} | {error} |")
     return "\n".join(out)
 

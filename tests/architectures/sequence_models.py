@@ -63,12 +63,12 @@ class BiRNN(nn.Module):
         return out
 
 
-@entry("bilstm_rows", (7, 28), "yunjey/pytorch-tutorial tutorials/02-intermediate/"
+@entry("bilstm_rows", (5, 28), "yunjey/pytorch-tutorial tutorials/02-intermediate/"
        "bidirectional_recurrent_neural_network/main.py",
        ("nn.LSTM bidirectional 2 layers batch_first", "explicit zero initial states",
         "out[:, -1, :] of both directions", "linear"), distribution="normal")
 def bilstm_rows() -> nn.Module:
-    """The tutorial's bidirectional LSTM over 7 rows of 28, hidden 8, 2 layers."""
+    """The tutorial's bidirectional LSTM over 5 rows of 28, hidden 8, 2 layers."""
     return BiRNN(input_size=28, hidden_size=8, num_layers=2, num_classes=10)
 
 
@@ -149,13 +149,13 @@ class SentimentLSTM(nn.Module):
         return self.fc(hidden)
 
 
-@entry("lstm_sentiment", (8,), "bentrevett/pytorch-sentiment-analysis "
+@entry("lstm_sentiment", (6,), "bentrevett/pytorch-sentiment-analysis "
        "2 - Upgraded Sentiment Analysis.ipynb (RNN class)",
        ("int64 tokens", "permute of the token tensor", "nn.Embedding padding_idx",
         "nn.LSTM bidirectional 2 layers, sequence-first", "(hidden, cell) of the final step",
         "cat of hidden[-2], hidden[-1]", "dropout"), vocab=50, num_classes=2)
 def lstm_sentiment() -> nn.Module:
-    """Sentiment LSTM: vocabulary 50, 8 tokens, embedding 8, hidden 8, 2 layers, 2 classes."""
+    """Sentiment LSTM: vocabulary 50, 6 tokens, embedding 8, hidden 8, 2 layers, 2 classes."""
     return SentimentLSTM(vocab_size=50, embedding_dim=8, hidden_dim=8, output_dim=2,
                          n_layers=2, bidirectional=True, dropout=0.5, pad_idx=1)
 
