@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..trace.graph import select_output
 from .base import Rule
-from .ruleset import Entry, Where, ops
+from .ruleset import AttributeOf, Entry, ItemOf, Where, ops
 
 if TYPE_CHECKING:
     from ..backward.step import Step
@@ -64,11 +63,9 @@ _constant = ConstantRule()
 
 ENTRIES: list[Entry] = [
     (ops(*_SHAPE_METHODS, len), _constant),
-    (Where(lambda node: node.target is getattr and node.fx_node.args[1] in _SHAPE_ATTRIBUTES,
-           "x.shape"), _constant),
+    (AttributeOf(_SHAPE_ATTRIBUTES), _constant),
     (ops(*_LIKE, *_INDEX_DATA), _constant),
     (ops("to", "type") & Where(_integer_cast, "integer cast"), _constant),
-    (Where(lambda node: node.target is select_output and node.fx_node.args[1] == 1
-           and node.fx_node.args[0] in (torch.max, "max", torch.min, "min", torch.sort, "sort",
-                                        torch.topk, "topk"), "the indices of max/min"), _constant),
+    (ItemOf((torch.max, "max", torch.min, "min", torch.sort, "sort", torch.topk, "topk"), 1),
+     _constant),
 ]

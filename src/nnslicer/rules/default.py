@@ -49,3 +49,21 @@ def register_rule(target: type | Any | str | Matcher, rule: Rule) -> None:
         raise TypeError(f"rule must be an nnslicer.Rule instance, got {type(rule).__name__}")
     matcher = target if isinstance(target, Matcher) else ops(target)
     _REGISTERED.insert(0, (matcher, rule))
+
+
+def entry_reference(entry: Entry) -> tuple[str, str, int] | None:
+    """("family", module name, index) of a built-in entry, None for any other."""
+    for family in _FAMILIES:
+        for i, known in enumerate(family.ENTRIES):
+            if known is entry:
+                return ("family", family.__name__, i)
+    return None
+
+
+def resolve_entry(item: Any) -> Entry:
+    """The entry an ``entry_reference`` names in this process (other items as they are)."""
+    if isinstance(item, tuple) and len(item) == 3 and item[0] == "family":
+        import importlib
+
+        return importlib.import_module(item[1]).ENTRIES[item[2]]
+    return item

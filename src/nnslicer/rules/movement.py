@@ -16,9 +16,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..trace.graph import select_output
 from .base import Rule, unsupported
-from .ruleset import Entry, FunctionNamed, Where, ops
+from .ruleset import AttributeOf, Entry, FunctionNamed, ItemOf, Where, ops
 
 if TYPE_CHECKING:
     from ..backward.step import Step
@@ -137,8 +136,6 @@ ENTRIES: list[Entry] = [
     (ops(*_EVAL_IDENTITY_FUNCTIONS) | FunctionNamed(("stochastic_depth", "drop_path")),
      IdentityMovementRule(verify=True)),
     (ops(*_MOVEMENT_MODULES, *_MOVEMENT_FUNCTIONS, *_MOVEMENT_METHODS), _rearrange),
-    (Where(lambda node: node.target is getattr and node.fx_node.args[1] in ("T", "mT", "H", "mH"),
-           "x.T"), _rearrange),
-    (Where(lambda node: node.target is select_output and node.fx_node.args[0] in _SPLITS,
-           "an item of chunk/split/unbind"), _rearrange),
+    (AttributeOf(("T", "mT", "H", "mH")), _rearrange),
+    (ItemOf(_SPLITS), _rearrange),
 ]

@@ -187,9 +187,56 @@ def ops(*targets: Any) -> Matcher:
     return parts[0] if len(parts) == 1 else _Any(parts)
 
 
-def live_operands(count: int) -> Matcher:
+class LiveOperands(Matcher):
     """Nodes with exactly ``count`` input-dependent tensors among their first two operands."""
-    return Where(lambda node: node.live_operand_count(2) == count, f"live_operands({count})")
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __call__(self, node: OpNode) -> bool:
+        return node.live_operand_count(2) == self.count
+
+    def __repr__(self) -> str:
+        return f"live_operands({self.count})"
+
+
+def live_operands(count: int) -> Matcher:
+    return LiveOperands(count)
+
+
+class AttributeOf(Matcher):
+    """Attribute reads ``x.<name>`` (``x.shape``, ``x.T``) for these names."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+
+    def __call__(self, node: OpNode) -> bool:
+        return (node.op == "call_function" and node.target is getattr
+                and node.fx_node.args[1] in self.names)
+
+    def __repr__(self) -> str:
+        return f"attributes{self.names}"
+
+
+class ItemOf(Matcher):
+    """One tensor of an operator that returns several (``trace.graph.select_output``): of
+    these functions / method names, item ``index`` (any item when None)."""
+
+    def __init__(self, functions: tuple[Any, ...], index: int | None = None):
+        self.functions = functions
+        self.index = index
+
+    def __call__(self, node: OpNode) -> bool:
+        from ..trace.graph import select_output
+
+        if node.target is not select_output:
+            return False
+        fn, index = node.fx_node.args[:2]
+        return any(fn is f or fn == f for f in self.functions) and (
+            self.index is None or index == self.index)
+
+    def __repr__(self) -> str:
+        return f"items{self.functions}[{self.index}]"
 
 
 Entry = tuple[Matcher, Rule]
@@ -210,6 +257,14 @@ class RuleSet:
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(self.entries)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Built-in entries travel as references (family, position): their matchers hold
+        # functions such as F.max_pool2d that only compare equal to themselves in the process
+        # that unpickles them. Entries a user added travel as they are.
+        from .default import entry_reference
+
+        return _rebuild, ([entry_reference(e) or e for e in self.entries],)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -254,3 +309,9 @@ class RuleSet:
                 raise unsupported(node, "no slicing rule is registered for this operator")
             rule.check(node, graph)
             node.rule = rule
+
+
+def _rebuild(items: list[Any]) -> RuleSet:
+    from .default import resolve_entry
+
+    return RuleSet(resolve_entry(item) for item in items)

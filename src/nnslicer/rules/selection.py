@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..trace.graph import select_output
 from .base import Rule, unsupported
-from .ruleset import Entry, Where, ops
+from .ruleset import Entry, ItemOf, Where, ops
 
 if TYPE_CHECKING:
     from ..backward.step import Step
@@ -127,16 +127,16 @@ class MaxOverDimsRule(Rule):
         step.send(x_arg, contrib.view(x.shape))
 
 
-def _is_values(node: OpNode) -> bool:
-    return node.target is not select_output or node.fx_node.args[1] == 0
+def _over_dims(node: OpNode) -> bool:
+    return _dims(node.operands, node.fx_node.kwargs) is not None
 
+
+_over = MaxOverDimsRule()
 
 ENTRIES: list[Entry] = [
     (ops(nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, F.max_pool1d,
          F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d), MaxPoolRule()),
-    (Where(lambda node: node.target is select_output and node.fx_node.args[0] in
-           _MAX_WITH_INDICES and _is_values(node), "max(x, dim).values"), MaxOverDimsRule()),
-    (ops(*_REDUCING), MaxOverDimsRule()),
-    (ops(*_MAX_WITH_INDICES) & Where(lambda node: _dims(node.operands, node.fx_node.kwargs)
-                                     is not None, "max(x, dim)"), MaxOverDimsRule()),
+    (ItemOf(_MAX_WITH_INDICES, 0), _over),
+    (ops(*_REDUCING), _over),
+    (ops(*_MAX_WITH_INDICES) & Where(_over_dims, "max(x, dim)"), _over),
 ]

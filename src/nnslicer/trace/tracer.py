@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import operator
@@ -113,6 +114,10 @@ class _NodeProxy(fx.Proxy):
             if answer is not NotImplemented:
                 return answer
         return super().__getattr__(name)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        # x[idx] = v on a traced tensor: a node that mutates it (refused when it is live)
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
 
     def __len__(self) -> int:
         tracer = self.__dict__.get("tracer")
@@ -261,9 +266,41 @@ class ModelTracer(fx.Tracer):
         concrete_args = _optional_arguments(root)
         self._defaults = {f"{k}_1": v for k, v in concrete_args.items()}
         self._defaults.update(concrete_args)
-        graph = self.trace(root, concrete_args=concrete_args or None)
+        with _traced_factories():
+            graph = self.trace(root, concrete_args=concrete_args or None)
         _drop_fixed_arguments(graph)
         return graph
+
+
+#: tensor factories a model may call with a traced size (``torch.zeros(x.size(0), n)``); torch
+#: parses their sizes before any proxy could intercept the call
+_FACTORIES = ("zeros", "ones", "full", "empty", "rand", "randn", "randint", "arange", "eye",
+              "linspace")
+
+
+@contextlib.contextmanager
+def _traced_factories() -> Iterator[None]:
+    """While tracing, a factory call with a traced argument becomes a graph node."""
+    originals = {name: getattr(torch, name) for name in _FACTORIES}
+
+    def traced(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def factory(*args: Any, **kwargs: Any) -> Any:
+            proxies: list[fx.Proxy] = []
+            fx.node.map_aggregate((args, kwargs), lambda a: proxies.append(a)
+                                  if isinstance(a, fx.Proxy) else None)
+            if not proxies:
+                return original(*args, **kwargs)
+            return proxies[0].tracer.create_proxy("call_function", original, args, kwargs)
+        return factory
+
+    try:
+        for name, original in originals.items():
+            setattr(torch, name, traced(name, original))
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch, name, original)
 
 
 def _optional_arguments(root: nn.Module) -> dict[str, Any]:

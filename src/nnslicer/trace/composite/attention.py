@@ -18,11 +18,13 @@ from torch import nn
 from . import block_linear as blocks
 
 
-def _additive(mask: Any, like: Any) -> Any:
-    """A boolean mask (True = not allowed) as 0 / −inf; a float mask as it is."""
+def _additive(mask: Any, like: Any, true_allows: bool = False) -> Any:
+    """A boolean mask as 0 / −inf (MultiheadAttention's True forbids a position,
+    scaled_dot_product_attention's True allows it); a float mask as it is."""
     if mask is None or mask.dtype != torch.bool:
         return mask
-    return torch.zeros_like(mask, dtype=like.dtype).masked_fill(mask, float("-inf"))
+    forbidden = ~mask if true_allows else mask
+    return torch.zeros_like(mask, dtype=like.dtype).masked_fill(forbidden, float("-inf"))
 
 
 def attention(q: Any, k: Any, v: Any, mask: Any = None, scale: Any = None,
@@ -53,7 +55,8 @@ def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: An
         groups = query.shape[-3] // key.shape[-3]
         key = key.repeat_interleave(groups, dim=-3)
         value = value.repeat_interleave(groups, dim=-3)
-    return attention(query, key, value, attn_mask, scale, is_causal)[0]
+    return attention(query, key, value, _additive(attn_mask, query, true_allows=True), scale,
+                     is_causal)[0]
 
 
 def _project(m: nn.MultiheadAttention, x: Any, which: int) -> Any:
@@ -77,12 +80,17 @@ def multi_head_attention(m: nn.MultiheadAttention, query: Any, key: Any, value: 
         query, key, value = (t.transpose(0, 1) for t in (query, key, value))
     heads = m.num_heads
     q, k, v = (_project(m, t, i) for i, t in enumerate((query, key, value)))
+    extra_keys = int(m.bias_k is not None) + int(m.add_zero_attn)
     if m.bias_k is not None:
         k = torch.cat([k, m.bias_k.expand(k.shape[0], 1, m.embed_dim)], dim=1)
         v = torch.cat([v, m.bias_v.expand(v.shape[0], 1, m.embed_dim)], dim=1)
     if m.add_zero_attn:
         k = torch.cat([k, k.new_zeros(k.shape[0], 1, m.embed_dim)], dim=1)
         v = torch.cat([v, v.new_zeros(v.shape[0], 1, m.embed_dim)], dim=1)
+    if extra_keys:  # the added keys are never masked
+        attn_mask = None if attn_mask is None else F.pad(attn_mask, (0, extra_keys))
+        if key_padding_mask is not None:
+            key_padding_mask = F.pad(key_padding_mask, (0, extra_keys))
     q, k, v = (t.unflatten(-1, (heads, m.head_dim)).transpose(1, 2) for t in (q, k, v))
     mask = _additive(attn_mask, q)
     if mask is not None and mask.dim() == 3:  # (B·heads, L, S)
