@@ -1,8 +1,10 @@
 """Hypothesis property tests on random small models.
 
 1. Engine vs the independent float64 reference (tests/reference/spec_reference.py) on random models
-   mixing every operator of SPEC's table: ≥ 99.5 % of synapse entries (and of neuron points) must
-   agree; the exact-agreement rate is collected and printed by the last test of this file.
+   mixing every operator of SPEC's table (v1 and v2 kinds, see random_models.net_specs), for every
+   target form of SPEC §6 including an intermediate-neuron criterion ``Neurons(node, channel)`` on
+   a random node: ≥ 99.5 % of synapse entries (and of neuron points) must agree; the
+   exact-agreement rate is collected and printed by the last test of this file.
    The profile means are compared to rounding, then both slice from the engine's means (see
    ``_share_means``).
 2. Invariants, checked on the engine and, as a sanity check of the tests themselves, on the
@@ -15,6 +17,9 @@
      not move, SPEC §4 step 1) and 0 elsewhere;
    * a sliced synapse never has a zero term (zero weights and zero-Δ inputs of a Linear are never
      in the slice);
+   * an intermediate criterion ``Neurons(node, channel)`` seeds C = +1 on exactly that channel's
+     points, leaves every node that is not an ancestor of it and every synapse downstream of it
+     at 0;
    * larger θ never keeps more on the Linear that produces the criterion, per sample. This is
      what SPEC implies: for one output point, k*(θ) is non-increasing in θ, so the kept sets are
      nested. It is NOT asserted for deeper layers (their C depends on θ upstream) nor for
@@ -32,7 +37,7 @@ import torch
 import torch.nn as nn
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from reference import DEAD_OUTPUT_RATIO, ReferenceSlicer
+from reference import DEAD_OUTPUT_RATIO, ReferenceNeurons, ReferenceSlicer
 from reference.random_models import (
     NetSpec,
     as_numpy,
@@ -46,7 +51,8 @@ from reference.random_models import (
 torch.set_num_threads(1)
 
 THETAS = (0.0, 0.2, 0.5)
-TARGET_FORMS = ("top1", "int", "per_sample", "bool")
+OUTPUT_FORMS = ("top1", "int", "per_sample", "bool")
+TARGET_FORMS = (*OUTPUT_FORMS, "neurons")
 
 AGREEMENT: dict[str, int] = {
     "examples": 0,
@@ -76,6 +82,13 @@ def make_slicer(impl: str, model: nn.Module, theta: float):
     return _engine().Slicer(model, theta=theta)
 
 
+def for_impl(impl: str, target: Any) -> Any:
+    """The engine spells ``ReferenceNeurons(node, index)`` as ``nnslicer.Neurons(node, index)``."""
+    if impl != "reference" and isinstance(target, ReferenceNeurons):
+        return _engine().Neurons(target.node, target.index)
+    return target
+
+
 def _np(d: Any) -> dict[str, np.ndarray]:
     return {k: as_numpy(v) for k, v in d.items()}
 
@@ -86,8 +99,21 @@ def _setup(spec: NetSpec, labeled: bool = True):
     return model, batches, x
 
 
-def _target(form: str, spec: NetSpec, n: int) -> Any:
+def _target(form: str, spec: NetSpec, n: int, model: nn.Module, x: torch.Tensor) -> Any:
+    if form == "neurons":
+        return neuron_target(model, x, spec.seed)
     return target_forms(n, spec.n_classes, spec.seed)[form]
+
+
+def neuron_target(model: nn.Module, x: torch.Tensor, seed: int) -> ReferenceNeurons:
+    """Neurons(node, channel) on a random live node: a point node other than the input (every
+    node of these models lies on a path from the input to the output), a random channel."""
+    ref = ReferenceSlicer(model)
+    values = ref.forward_values(x)
+    names = [n.name for n in ref.order if n.op not in ("placeholder", "internal")]
+    rng = np.random.default_rng(seed)
+    name = names[int(rng.integers(len(names)))]
+    return ReferenceNeurons(name, int(rng.integers(values[name].shape[1])))
 
 
 def _final_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -189,14 +215,14 @@ def test_engine_agrees_with_reference_on_random_models(
 ) -> None:
     labeled = labeled or reference == "class"  # class means need every predicted class present
     model, batches, x = _setup(spec, labeled)
-    target = _target(form, spec, len(x))
+    target = _target(form, spec, len(x), model, x)
     ref = ReferenceSlicer(model, theta=theta)
     ref.profile(batches)
     eng = _engine().Slicer(model, theta=theta)
     eng.profile(batches)
     _share_means(ref, eng.current_profile)
     r = ref.slice(x, target=target, reference=reference, per_sample=True, check=True)
-    e = eng.slice(x, target=target, reference=reference, per_sample=True)
+    e = eng.slice(x, target=for_impl("engine", target), reference=reference, per_sample=True)
     names = [n.name for n in ref.order if n.op != "placeholder"]
     s_eq, s_tot, s_probs = compare_maps("synapses", r.synapses, e.synapses)
     n_eq, n_tot, n_probs = compare_maps("neurons", r.neurons, e.neurons, names)
@@ -229,7 +255,7 @@ def test_batch_result_is_the_sum_of_per_sample_results(
     impl: str, spec: NetSpec, theta: float, reference: str, form: str
 ) -> None:
     model, batches, x = _setup(spec)
-    target = _target(form, spec, len(x))
+    target = for_impl(impl, _target(form, spec, len(x), model, x))
     s = make_slicer(impl, model, theta)
     s.profile(batches)
     per = s.slice(x, target=target, reference=reference, per_sample=True)
@@ -247,21 +273,23 @@ def test_batch_result_is_the_sum_of_per_sample_results(
 @given(
     spec=net_specs(max_layers=4),
     theta=st.sampled_from(THETAS),
-    form=st.sampled_from(("top1", "per_sample", "bool")),
+    form=st.sampled_from(("top1", "per_sample", "bool", "neurons")),
 )
 def test_a_sample_result_does_not_depend_on_the_rest_of_the_batch(
     impl: str, spec: NetSpec, theta: float, form: str
 ) -> None:
     model, batches, x = _setup(spec)
-    target = _target(form, spec, len(x))
+    target = _target(form, spec, len(x), model, x)  # a Neurons target has an int channel
     s = make_slicer(impl, model, theta)
     s.profile(batches)
-    per = s.slice(x, target=target, reference="dataset", per_sample=True)
+    per = s.slice(x, target=for_impl(impl, target), reference="dataset", per_sample=True)
     i = len(x) - 1
     values_in_batch, values_alone = _forward_values(s, x), _forward_values(s, x[i : i + 1])
     assume(all(np.array_equal(v[i], values_alone[k][0]) for k, v in values_in_batch.items()))
-    sub_target = None if target is None else target[i : i + 1]
-    alone = s.slice(x[i : i + 1], target=sub_target, reference="dataset", per_sample=False)
+    sub_target = target if target is None or form == "neurons" else target[i : i + 1]
+    alone = s.slice(
+        x[i : i + 1], target=for_impl(impl, sub_target), reference="dataset", per_sample=False
+    )
     for what in ("synapses", "neurons"):
         p, a = _np(getattr(per, what)), _np(getattr(alone, what))
         for k in a:
@@ -270,12 +298,12 @@ def test_a_sample_result_does_not_depend_on_the_rest_of_the_batch(
 
 @pytest.mark.parametrize("impl", IMPLS)
 @settings(max_examples=12, **COMMON)
-@given(spec=net_specs(max_layers=4), form=st.sampled_from(TARGET_FORMS))
+@given(spec=net_specs(max_layers=4), form=st.sampled_from(OUTPUT_FORMS))
 def test_theta_zero_keeps_every_nonzero_term_of_the_criterion_linear(
     impl: str, spec: NetSpec, form: str
 ) -> None:
     model, batches, x = _setup(spec)
-    target = _target(form, spec, len(x))
+    target = _target(form, spec, len(x), model, x)
     s = make_slicer(impl, model, 0.0)
     s.profile(batches)
     res = s.slice(x, target=target, reference="dataset", per_sample=True)
@@ -311,7 +339,7 @@ def test_a_sliced_synapse_never_has_a_zero_term(
     if head["hidden"] and head["fn"] in ("relu", "F.relu", "relu6"):
         with torch.no_grad():  # a dead hidden unit: its output is exactly 0, so Δ = 0
             model.fc1.bias[0] = -1e6
-    target = _target(form, spec, len(x))
+    target = for_impl(impl, _target(form, spec, len(x), model, x))
     s = make_slicer(impl, model, theta)
     s.profile(batches)
     res = s.slice(x, target=target, reference="dataset", per_sample=True)
@@ -333,12 +361,12 @@ def test_a_sliced_synapse_never_has_a_zero_term(
 
 @pytest.mark.parametrize("impl", IMPLS)
 @settings(max_examples=10, **COMMON)
-@given(spec=net_specs(max_layers=3), form=st.sampled_from(TARGET_FORMS))
+@given(spec=net_specs(max_layers=3), form=st.sampled_from(OUTPUT_FORMS))
 def test_larger_theta_never_keeps_more_on_the_criterion_linear(
     impl: str, spec: NetSpec, form: str
 ) -> None:
     model, batches, x = _setup(spec)
-    target = _target(form, spec, len(x))
+    target = _target(form, spec, len(x), model, x)
     name = f"{_final_linear(model)[0]}.weight"
     previous = None
     for theta in (0.0, 0.2, 0.35, 0.8):
@@ -352,6 +380,40 @@ def test_larger_theta_never_keeps_more_on_the_criterion_linear(
             per_sample_before = np.abs(previous).reshape(len(x), -1).sum(1)
             assert (per_sample <= per_sample_before).all(), (theta, per_sample, per_sample_before)
         previous = c
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=8, **COMMON)
+@given(spec=net_specs(max_layers=4), theta=st.sampled_from(THETAS))
+def test_an_intermediate_criterion_seeds_its_points_and_nothing_downstream(
+    impl: str, spec: NetSpec, theta: float
+) -> None:
+    model, batches, x = _setup(spec)
+    target = neuron_target(model, x, spec.seed)
+    s = make_slicer(impl, model, theta)
+    s.profile(batches)
+    res = s.slice(x, target=for_impl(impl, target), reference="dataset", per_sample=True)
+    neurons, synapses = _np(res.neurons), _np(res.synapses)
+    graph = ReferenceSlicer(model)  # the graph: which nodes the criterion node reads
+    rules = {n.name: n.rule for n in graph.order}
+    ancestors, todo = set(), [target.node]
+    while todo:
+        n = todo.pop()
+        if n not in ancestors:
+            ancestors.add(n)
+            todo += list(rules[n].inputs) if rules[n] is not None else []
+    # C = +1 on exactly the criterion channel's points (nothing downstream adds to it)
+    want = np.zeros_like(neurons[target.node])
+    want[:, target.index] = 1
+    np.testing.assert_array_equal(neurons[target.node], want)
+    for name, c in neurons.items():
+        if name not in ancestors and name in rules:
+            assert not c.any(), f"{name} is not an ancestor of {target.node} but has C != 0"
+    # synapses of weights used only downstream of the criterion node are 0
+    used_above = {p for n in ancestors if rules[n] is not None for p in rules[n].params if p}
+    for name, c in synapses.items():
+        if name not in used_above:
+            assert not c.any(), f"{name} is downstream of {target.node} but in the slice"
 
 
 @pytest.mark.parametrize("impl", IMPLS)

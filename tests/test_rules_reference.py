@@ -1,15 +1,24 @@
 """One tiny hand-built model per operator row of SPEC §4: engine and reference must agree exactly.
 
 Every case is a small model around the operator with a Linear head (so there is a criterion).
-For θ ∈ {0, 0.2, 0.5}, reference "dataset" and "class", and every target form of SPEC §6, the
-engine's synapse contributions and the point-level contributions of every node must equal the
-independent float64 reference (tests/reference/spec_reference.py) entry for entry, per sample and
-summed. Also: θ-selection details on hand-computed numbers, and UnsupportedOperation.
+For θ ∈ {0, 0.2, 0.5}, reference "dataset" and "class", and every target form of SPEC §6 (output
+forms; intermediate-neuron criteria ``nnslicer.Neurons(node, index)`` where a case names a
+criterion node), the engine's synapse contributions and the point-level contributions of every
+node must equal the independent float64 reference (tests/reference/) entry for entry, per sample
+and summed. Composite layers (LSTM/GRU/RNN, attention) compare synapses only: the names of their
+rewritten internal nodes are implementation-specific. Also: θ-selection details on
+hand-computed numbers, intermediate-criterion errors, and UnsupportedOperation.
+
+SPEC v2 rows (product, matrix products, sum/max over dims, normalizations, softmax inside,
+padding/chunk/…, constants, Embedding, recurrent layers, attention, intermediate criteria) were
+added while the engine was being rewritten for v2: until it is, those cases fail against it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,8 +26,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from reference import ReferenceSlicer, ReferenceUnsupported, theta_select
-from reference.random_models import compare_maps, make_data, randomize_, target_forms
+from reference import ReferenceNeurons, ReferenceSlicer, ReferenceUnsupported, theta_select
+from reference.random_models import (
+    compare_maps,
+    make_data,
+    make_token_data,
+    randomize_,
+    target_forms,
+)
 from reference.spec_reference import act_derivative_sign
 
 torch.set_num_threads(1)
@@ -36,6 +51,7 @@ class Net(nn.Module):
         in_shape: tuple[int, ...],
         n_classes: int = 3,
         post: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
+        example: torch.Tensor | None = None,
         **modules: nn.Module,
     ):
         super().__init__()
@@ -43,8 +59,9 @@ class Net(nn.Module):
             setattr(self, name, m)
         self.body = body
         self.post = post
+        example = torch.zeros((2, *in_shape)) if example is None else example
         with torch.no_grad():
-            features = body(self.eval(), torch.zeros((2, *in_shape))).shape[-1]
+            features = body(self.eval(), example).shape[-1]
         self.fc = nn.Linear(features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,13 +69,32 @@ class Net(nn.Module):
         return y if self.post is None else self.post(self, y)
 
 
-CASES: dict[str, tuple[Callable[[], Net], tuple[int, ...]]] = {}
+@dataclass(frozen=True)
+class Case:
+    factory: Callable[[], nn.Module]
+    in_shape: tuple[int, ...]
+    vocab: int | None = None  # integer token inputs in [0, vocab) (Embedding models)
+    synapses_only: bool = False  # composite layers: internal node names are engine-specific
+    criterion: str | None = None  # a node (or module) name: also slice Neurons(criterion, …)
+    spec: int = 1  # the SPEC version that added the row
 
 
-def case(name: str, in_shape: tuple[int, ...]):
-    def deco(fn: Callable[[tuple[int, ...]], Net]) -> Callable[[tuple[int, ...]], Net]:
+CASES: dict[str, Case] = {}
+CASE_SPEC_VERSION = 1  # set to 2 where the SPEC v2 rows start
+
+
+def case(
+    name: str,
+    in_shape: tuple[int, ...],
+    vocab: int | None = None,
+    synapses_only: bool = False,
+    criterion: str | None = None,
+):
+    def deco(fn: Callable[[tuple[int, ...]], nn.Module]) -> Callable[[tuple[int, ...]], nn.Module]:
         assert name not in CASES
-        CASES[name] = (lambda: fn(in_shape), in_shape)
+        CASES[name] = Case(
+            lambda: fn(in_shape), in_shape, vocab, synapses_only, criterion, CASE_SPEC_VERSION
+        )
         return fn
 
     return deco
@@ -405,6 +441,639 @@ for _name, _post in [
     )
 
 
+# =================================================================================================
+# SPEC v2 rows
+# =================================================================================================
+
+CASE_SPEC_VERSION = 2
+
+
+def _tokens_then(shape, tail: Callable[[Any, torch.Tensor], torch.Tensor], **modules):
+    """(B, T, F) tokens -> Linear(F, 4) -> tail -> (flatten) head."""
+    return Net(lambda s, x: tail(s, s.inp(x)), shape, inp=nn.Linear(shape[-1], 4), **modules)
+
+
+# --- product of two input-dependent tensors -------------------------------------------------------
+
+
+def _two_linears(shape, combine):
+    return Net(
+        lambda s, x: combine(s.a(x), torch.tanh(s.b(x))),
+        shape,
+        a=nn.Linear(shape[-1], 4),
+        b=nn.Linear(shape[-1], 4),
+    )
+
+
+def _imul(a, b):
+    a *= b
+    return a
+
+
+for _name, _combine in [
+    ("product_mul", lambda a, b: a * b),
+    ("product_torch_mul", lambda a, b: torch.mul(b, a)),
+    ("product_mul_method", lambda a, b: a.mul(b)),
+    ("product_inplace_method", lambda a, b: a.mul_(b)),
+    ("product_augmented_assign", _imul),
+    ("product_same_operand_twice", lambda a, b: a * a),
+    ("product_of_product", lambda a, b: (a * b) * b),
+    ("product_broadcast_row", lambda a, b: a * b[..., :1]),
+]:
+    case(_name, (5,))(lambda shape, combine=_combine: _two_linears(shape, combine))
+
+
+class _SE(nn.Module):
+    """Squeeze-excitation: global mean -> Linear -> ReLU -> Linear -> sigmoid -> x * s."""
+
+    def __init__(self, c: int, r: int, conv: bool = False, s_first: bool = False):
+        super().__init__()
+        self.conv = conv
+        self.s_first = s_first
+        self.fc1 = nn.Conv2d(c, r, 1) if conv else nn.Linear(c, r)
+        self.fc2 = nn.Conv2d(r, c, 1) if conv else nn.Linear(r, c)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        if self.conv:
+            s = torch.sigmoid(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))
+        else:
+            s = torch.sigmoid(self.fc2(self.act(self.fc1(x.mean((2, 3))))))
+            s = s.view(-1, x.shape[1], 1, 1)
+        return s * x if self.s_first else x * s
+
+
+for _name, _kw in [
+    ("product_se_block_linear", {}),
+    ("product_se_block_conv_s_first", {"conv": True, "s_first": True}),
+]:
+    case(_name, (2, 4, 4), criterion="se")(
+        lambda shape, kw=_kw: _conv_then(shape, lambda s, y: flat(s.se(y)), se=_SE(3, 2, **kw))
+    )
+
+
+@case("product_gated_mlp_chunk", (3, 5), criterion="mul")
+def _(shape):
+    def body(s, x):
+        a, b = s.up(x).chunk(2, -1)
+        return flat(s.down(a * F.silu(b)))
+
+    return Net(body, shape, up=nn.Linear(5, 6), down=nn.Linear(3, 2))
+
+
+@case("product_glu_split_conv", (2, 5, 5))
+def _(shape):
+    def body(s, x):
+        h = s.conv(x)
+        a, b = torch.split(h, [2, 2], dim=1)
+        return flat(a * torch.sigmoid(b))
+
+    return Net(body, shape, conv=nn.Conv2d(2, 4, 3, padding=1))
+
+
+# --- matrix product of two input-dependent tensors ------------------------------------------------
+
+
+for _name, _mm in [
+    ("matmul_operator", lambda q, k: q @ k.transpose(-2, -1)),
+    ("matmul_torch_matmul", lambda q, k: torch.matmul(q, k.transpose(1, 2))),
+    ("matmul_bmm", lambda q, k: torch.bmm(q, k.permute(0, 2, 1))),
+    ("matmul_method", lambda q, k: q.matmul(k.mT)),
+    ("matmul_values", lambda q, k: torch.softmax(q @ k.transpose(-2, -1), -1) @ k),
+    ("matmul_same_tensor", lambda q, k: q @ q.transpose(-2, -1)),
+]:
+    case(_name, (3, 5))(
+        lambda shape, mm=_mm: Net(
+            lambda s, x, mm=mm: flat(mm(s.q(x), s.k(x))),
+            shape,
+            q=nn.Linear(5, 4),
+            k=nn.Linear(5, 4),
+        )
+    )
+
+
+@case("matmul_broadcast_batch_dims", (2, 3, 4))
+def _(shape):
+    # (B, 2, 3, 3) @ (B, 1, 3, 2): the second operand is broadcast over dim 1
+    return Net(
+        lambda s, x: flat(s.a(x) @ s.b(x).mean(1, keepdim=True)),
+        shape,
+        a=nn.Linear(4, 3),
+        b=nn.Linear(4, 2),
+    )
+
+
+class _Attention(nn.Module):
+    """Pre-norm single-head attention written out: q @ kᵀ / √d, softmax, @ v, Linear, + x."""
+
+    def __init__(self, e: int, d: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(e)
+        self.q, self.k, self.v = nn.Linear(e, d), nn.Linear(e, d), nn.Linear(e, d)
+        self.proj = nn.Linear(d, e)
+        self.scale = 1.0 / math.sqrt(d)
+
+    def forward(self, x):
+        h = self.norm(x)
+        scores = self.q(h) @ self.k(h).transpose(-2, -1) * self.scale
+        return x + self.proj(F.softmax(scores, dim=-1) @ self.v(h))
+
+
+@case("matmul_single_head_attention_layernorm", (4, 5), criterion="attn.proj")
+def _(shape):
+    return Net(
+        lambda s, x: flat(s.attn(s.inp(x))), shape, inp=nn.Linear(5, 4), attn=_Attention(4, 3)
+    )
+
+
+@case("matmul_attention_heads_view", (4, 4))
+def _(shape):
+    def body(s, x):
+        b, t, e = x.shape
+        q = s.q(x).view(b, t, 2, 2).transpose(1, 2)  # (B, heads, T, d)
+        k = s.k(x).view(b, t, 2, 2).transpose(1, 2)
+        v = s.v(x).view(b, t, 2, 2).transpose(1, 2)
+        w = (q @ k.transpose(-2, -1) / math.sqrt(2.0)).softmax(-1)
+        return flat((w @ v).transpose(1, 2).reshape(b, t, e))
+
+    return Net(body, shape, q=nn.Linear(4, 4), k=nn.Linear(4, 4), v=nn.Linear(4, 4))
+
+
+# --- matrix product with a parameter --------------------------------------------------------------
+
+
+class _ParamNet(nn.Module):
+    """A model whose weighted sums use bare parameters."""
+
+    def __init__(self, body, in_f: int, shapes: dict[str, tuple[int, ...]], n_classes=3):
+        super().__init__()
+        self.body = body
+        for k, shp in shapes.items():
+            setattr(self, k, nn.Parameter(torch.randn(shp)))
+        self.emb = nn.Linear(in_f, 4)
+        with torch.no_grad():
+            features = body(self, torch.zeros(2, 3, in_f)).shape[-1]
+        self.fc = nn.Linear(features, n_classes)
+
+    def forward(self, x):
+        return self.fc(self.body(self, x))
+
+
+for _name, _body, _shapes in [
+    ("param_matmul_x_at_W", lambda s, x: flat(s.emb(x) @ s.W), {"W": (4, 3)}),
+    ("param_matmul_torch_matmul", lambda s, x: flat(torch.matmul(s.emb(x), s.W)), {"W": (4, 2)}),
+    (
+        "param_matmul_F_linear",
+        lambda s, x: flat(F.linear(s.emb(x), s.W, s.b)),
+        {"W": (3, 4), "b": (3,)},
+    ),
+    ("param_matmul_W_at_x_token_mixing", lambda s, x: flat(s.W @ s.emb(x)), {"W": (2, 3)}),
+    ("param_matmul_x_at_W_T", lambda s, x: flat(s.emb(x) @ s.W.T), {"W": (3, 4)}),
+    ("param_matmul_x_at_W_t", lambda s, x: flat(s.emb(x) @ s.W.t()), {"W": (2, 4)}),
+    (
+        "param_matmul_F_linear_module_weight",
+        lambda s, x: flat(F.linear(s.emb(x), s.emb.weight[:, :3].T)),
+        {},
+    ),
+    (
+        "param_matmul_chunk_of_parameter",
+        lambda s, x: flat(s.emb(x) @ s.W.chunk(2, dim=1)[1]),
+        {"W": (4, 6)},
+    ),
+    (
+        "param_matmul_mm_vector_rows",
+        lambda s, x: torch.mm(s.emb(x).mean(1), s.W),
+        {"W": (4, 3)},
+    ),
+]:
+    case(_name, (3, 5))(
+        lambda shape, body=_body, shapes=_shapes: _ParamNet(body, shape[-1], shapes)
+    )
+
+
+# --- sum over dims --------------------------------------------------------------------------------
+
+for _name, _sum in [
+    ("sum_over_spatial", lambda y: y.sum((2, 3))),
+    ("sum_torch_keepdim", lambda y: flat(torch.sum(y, dim=[3], keepdim=True))),
+    ("sum_last_dim", lambda y: flat(y.sum(-1))),
+    ("sum_channels_dim_kwarg", lambda y: flat(y.sum(dim=1))),
+]:
+    case(_name, (2, 4, 5))(lambda shape, fn=_sum: _conv_then(shape, lambda s, y, fn=fn: fn(y)))
+
+
+# --- max / amax over dims -------------------------------------------------------------------------
+
+for _name, _max in [
+    ("maxdim_torch_max_getitem", lambda s, y: flat(torch.max(y, 2)[0])),
+    ("maxdim_values_attribute", lambda s, y: flat(y.max(dim=-1).values)),
+    ("maxdim_keepdim", lambda s, y: flat(torch.max(y, dim=1, keepdim=True)[0])),
+    ("maxdim_amax_several_dims", lambda s, y: torch.amax(y, dim=(2, 3))),
+    ("maxdim_amax_method", lambda s, y: flat(y.amax(1))),
+    ("maxdim_after_relu_ties", lambda s, y: flat(torch.amax(s.relu(y), dim=(1, 3)))),
+]:
+    case(_name, (2, 4, 5))(lambda shape, fn=_max: _conv_then(shape, fn, relu=nn.ReLU()))
+
+
+# --- normalization with the sample's own statistics -----------------------------------------------
+
+
+class _LayerNorm2d(nn.Module):
+    """Channels-first LayerNorm (ConvNeXt): permute -> F.layer_norm -> permute."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, 1e-6)
+        return x.permute(0, 3, 1, 2)
+
+
+for _name, _norm in [
+    ("norm_layernorm_feature_map_last_dim", lambda: nn.LayerNorm(4)),
+    ("norm_layernorm_chw", lambda: nn.LayerNorm([3, 4, 4])),
+    ("norm_layernorm_no_affine", lambda: nn.LayerNorm(4, elementwise_affine=False)),
+    ("norm_layernorm2d_permute", lambda: _LayerNorm2d(3)),
+    ("norm_groupnorm", lambda: nn.GroupNorm(1, 3)),
+    ("norm_groupnorm_per_channel", lambda: nn.GroupNorm(3, 3)),
+    ("norm_instancenorm2d_affine", lambda: nn.InstanceNorm2d(3, affine=True)),
+    ("norm_instancenorm2d_plain", lambda: nn.InstanceNorm2d(3)),
+    ("norm_rmsnorm", lambda: nn.RMSNorm(4)),
+    ("norm_rmsnorm_eps_no_affine", lambda: nn.RMSNorm([4, 4], eps=1e-4, elementwise_affine=False)),
+]:
+    case(_name, (2, 4, 4))(
+        lambda shape, norm=_norm: _conv_then(shape, lambda s, y: flat(s.norm(y)), norm=norm())
+    )
+
+
+@case("norm_instancenorm1d_running_stats", (3, 6))
+def _(shape):
+    def build():
+        m = nn.InstanceNorm1d(3, affine=True, track_running_stats=True)
+        with torch.no_grad():
+            m.running_mean.copy_(torch.tensor([0.2, -0.1, 0.4]))
+            m.running_var.copy_(torch.tensor([0.5, 1.5, 2.0]))
+        return m
+
+    return Net(lambda s, x: flat(s.norm(s.conv(x))), shape, conv=nn.Conv1d(3, 3, 3), norm=build())
+
+
+class _FNorms(nn.Module):
+    def __init__(self, which: str):
+        super().__init__()
+        self.which = which
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.w = nn.Parameter(torch.ones(4))
+        self.b = nn.Parameter(torch.zeros(4))
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.which == "layer":
+            y = F.layer_norm(y, (4,), self.w, self.b)
+        elif self.which == "group":
+            y = F.group_norm(y, 2, self.w, self.b)
+        elif self.which == "instance":
+            y = F.instance_norm(y, weight=self.w, bias=self.b)
+        else:
+            y = F.rms_norm(y, (4,), self.w)
+        return self.fc(torch.flatten(y, 1))
+
+
+for _which in ("layer", "group", "instance", "rms"):
+    case(f"norm_F_{_which}_norm", (2, 4, 4))(lambda shape, which=_which: _FNorms(which))
+
+
+@case("norm_transformer_tokens", (4, 5))
+def _(shape):
+    return _tokens_then(
+        shape, lambda s, y: flat(s.relu(s.norm(y))), norm=nn.LayerNorm(4), relu=nn.ReLU()
+    )
+
+
+# --- softmax / log-softmax not at the output ------------------------------------------------------
+
+for _name, _sm in [
+    ("softmax_inside_F_softmax", lambda s, y: F.softmax(y, dim=-1)),
+    ("softmax_inside_log_softmax_method", lambda s, y: y.log_softmax(dim=1)),
+    ("softmax_inside_module", lambda s, y: s.softmax(y)),
+    ("softmax_inside_torch_softmax_then_act", lambda s, y: torch.tanh(torch.softmax(y, 1))),
+]:
+    case(_name, (6,))(
+        lambda shape, sm=_sm: Net(
+            lambda s, x, sm=sm: sm(s, s.fc0(x)), shape, fc0=nn.Linear(6, 5), softmax=nn.Softmax(1)
+        )
+    )
+
+
+@case("softmax_inside_feature_map_channels", (2, 4, 4))
+def _(shape):
+    return _conv_then(shape, lambda s, y: flat(F.softmax(y, dim=1)))
+
+
+# --- data movement (v2) ---------------------------------------------------------------------------
+
+
+class _DropPath(nn.Module):
+    """Stochastic depth as timm writes it: the identity in eval (traces to nothing)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], 1, 1, 1) >= self.p
+        return x * keep / (1 - self.p)
+
+
+def _split_swap(y):
+    a, b = y.split([1, 3], dim=3)
+    return flat(torch.cat([b, a], 3))
+
+
+def _unbind_stack(y):
+    a, b, c = y.unbind(1)
+    return flat(torch.stack([c, a, b], dim=1))
+
+
+for _name, _move in [
+    ("move_pad_F_pad", lambda s, y: flat(F.pad(y, (1, 2, 0, 1)))),
+    ("move_pad_value", lambda s, y: flat(F.pad(y, (1, 1), value=0.5))),
+    ("move_pad_negative_crops", lambda s, y: flat(F.pad(y, (-1, 1, 1, -2)))),
+    ("move_pad_zeropad2d_module", lambda s, y: flat(s.zpad(y))),
+    ("move_pad_constantpad2d_module", lambda s, y: flat(s.cpad(y))),
+    ("move_chunk", lambda s, y: flat(y.chunk(2, dim=2)[1])),
+    ("move_chunk_torch_fewer_than_asked", lambda s, y: flat(torch.chunk(y, 3, 3)[1])),
+    ("move_split_sizes", lambda s, y: _split_swap(y)),
+    ("move_unbind_stack", lambda s, y: _unbind_stack(y)),
+    ("move_narrow", lambda s, y: flat(y.narrow(2, 1, 2))),
+    ("move_torch_narrow_negative_start", lambda s, y: flat(torch.narrow(y, -1, -3, 2))),
+    ("move_stack_new_dim", lambda s, y: flat(torch.stack([y, s.relu(y)], dim=2))),
+    ("move_expand", lambda s, y: flat(y.mean(1, keepdim=True).expand(-1, 3, -1, -1) + y)),
+    ("move_expand_sizes", lambda s, y: flat(y[:, :1].expand(y.shape[0], 2, 4, 4))),
+    ("move_expand_as", lambda s, y: flat(y.amax(2, keepdim=True).expand_as(y))),
+    ("move_repeat", lambda s, y: flat(y.repeat(1, 1, 2, 1))),
+    ("move_roll", lambda s, y: flat(torch.roll(y, 1, 2))),
+    ("move_roll_several_dims", lambda s, y: flat(y.roll(shifts=(1, -2), dims=(2, 3)))),
+    ("move_flip", lambda s, y: flat(torch.flip(y, [3]))),
+    ("move_flip_method_two_dims", lambda s, y: flat(y.flip(1, 2))),
+    ("move_slice_getitem", lambda s, y: flat(y[:, 1:, ::2, :3])),
+    ("move_index_int", lambda s, y: flat(y[:, 0])),
+    ("move_index_ellipsis_none", lambda s, y: flat(y[..., None, 1])),
+    ("move_index_negative_step_free", lambda s, y: flat(y[:, -2:, 1, -1:])),
+    ("move_drop_path_traced_away", lambda s, y: flat(y + s.drop_path(s.relu(y)))),
+    ("move_dropout2d_alpha_dropout_eval", lambda s, y: flat(s.alpha(s.drop2d(y)))),
+    ("move_F_dropout2d_eval", lambda s, y: flat(F.dropout2d(y, 0.2, training=False))),
+    ("move_unflatten", lambda s, y: flat(s.unflatten(y.flatten(2)).transpose(2, 3))),
+    ("move_clone_contiguous", lambda s, y: flat(y.transpose(2, 3).contiguous().clone())),
+]:
+    case(_name, (2, 4, 4))(
+        lambda shape, move=_move: _conv_then(
+            shape,
+            move,
+            relu=nn.ReLU(),
+            zpad=nn.ZeroPad2d((1, 0, 2, 1)),
+            cpad=nn.ConstantPad2d(1, -0.25),
+            drop_path=_DropPath(0.3),
+            drop2d=nn.Dropout2d(0.5),
+            alpha=nn.AlphaDropout(0.2),
+            unflatten=nn.Unflatten(2, (2, 8)),
+        )
+    )
+
+
+@case("move_pad_constantpad1d_module", (3, 6))
+def _(shape):
+    return Net(
+        lambda s, x: flat(s.pad(s.conv(x))),
+        shape,
+        conv=nn.Conv1d(3, 2, 3),
+        pad=nn.ConstantPad1d((2, 1), 1.0),
+    )
+
+
+# --- constants made without the input -------------------------------------------------------------
+
+
+class _ConstNet(nn.Module):
+    def __init__(self, body, shape):
+        super().__init__()
+        self.body = body
+        self.conv = nn.Conv2d(shape[0], 3, 3, padding=1)
+        self.register_buffer("buf", torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4))
+        self.pos = nn.Parameter(torch.randn(1, 3, 4, 4))
+        self.gamma = nn.Parameter(torch.randn(3, 1, 1))
+        with torch.no_grad():
+            features = body(self, self.conv(torch.zeros(2, *shape))).shape[-1]
+        self.fc = nn.Linear(features, 3)
+
+    def forward(self, x):
+        return self.fc(self.body(self, self.conv(x)))
+
+
+for _name, _body in [
+    ("const_zeros_like_add", lambda s, y: flat(y + torch.zeros_like(y))),
+    ("const_ones_like_mul", lambda s, y: flat(torch.ones_like(y) * 2.0 * y)),
+    ("const_full_like_minus_x", lambda s, y: flat(torch.full_like(y, 1.0) - torch.sigmoid(y))),
+    ("const_one_minus_x", lambda s, y: flat(1 - torch.sigmoid(y))),
+    ("const_new_zeros_cat", lambda s, y: flat(torch.cat([y, y.new_zeros(y.shape[0], 1, 4, 4)], 1))),
+    ("const_arange_broadcast_add", lambda s, y: flat(y + torch.arange(4.0) / 4)),
+    ("const_buffer_add", lambda s, y: flat(y - s.buf)),
+    ("const_parameter_positional", lambda s, y: flat(y + s.pos)),
+    ("const_parameter_layer_scale", lambda s, y: flat(s.gamma * y)),
+    ("const_divide_by_constant", lambda s, y: flat(y / 3.0)),
+    ("const_divide_by_buffer", lambda s, y: flat(y / (s.buf + 2.0))),
+    ("const_negate", lambda s, y: flat(-y)),
+    ("const_x_broadcast_by_constant", lambda s, y: flat(y.mean(2, keepdim=True) + s.pos)),
+]:
+    case(_name, (2, 4, 4))(lambda shape, body=_body: _ConstNet(body, shape))
+
+
+# --- Embedding ------------------------------------------------------------------------------------
+
+
+def _emb_net(shape, body, **modules):
+    return Net(body, shape, example=torch.zeros((2, *shape), dtype=torch.long), **modules)
+
+
+@case("embedding_module", (4,), vocab=6)
+def _(shape):
+    return _emb_net(shape, lambda s, x: flat(s.emb(x)), emb=nn.Embedding(6, 3))
+
+
+@case("embedding_mean_over_tokens", (5,), vocab=4)
+def _(shape):
+    return _emb_net(shape, lambda s, x: torch.tanh(s.emb(x).mean(1)), emb=nn.Embedding(4, 3))
+
+
+@case("embedding_padding_idx_then_linear", (3,), vocab=5)
+def _(shape):
+    return _emb_net(
+        shape,
+        lambda s, x: flat(s.relu(s.lin(s.emb(x)))),
+        emb=nn.Embedding(5, 3, padding_idx=0),
+        lin=nn.Linear(3, 3),
+        relu=nn.ReLU(),
+    )
+
+
+@case("embedding_F_embedding_and_positions", (4,), vocab=5)
+def _(shape):
+    def body(s, x):
+        h = F.embedding(x, s.table) + s.pos  # + a learned positional constant
+        return flat(s.norm(h))
+
+    return _emb_net(
+        shape,
+        body,
+        table=nn.Parameter(torch.randn(5, 3)),
+        pos=nn.Parameter(torch.randn(4, 3)),
+        norm=nn.LayerNorm(3),
+    )
+
+
+@case("embedding_same_token_twice", (6,), vocab=2)
+def _(shape):
+    return _emb_net(shape, lambda s, x: flat(s.emb(x)), emb=nn.Embedding(2, 2))
+
+
+# --- composite layers: recurrent (synapses compared) ----------------------------------------------
+
+
+def _rnn_net(shape, rnn: nn.Module, read: Callable[[Any, Any], torch.Tensor], first: bool):
+    def body(s, x):
+        out = s.rnn(x if first else x.transpose(0, 1))
+        return read(s, out)
+
+    return Net(body, shape, rnn=rnn)
+
+
+for _name, _shape, _rnn, _read, _first in [
+    ("lstm_batch_first_last_step", (4, 3), lambda: nn.LSTM(3, 2, batch_first=True),
+     lambda s, o: o[0][:, -1], True),
+    ("lstm_two_layers_bidirectional", (3, 3),
+     lambda: nn.LSTM(3, 2, num_layers=2, bidirectional=True, batch_first=True),
+     lambda s, o: flat(o[0]), True),
+    ("lstm_seq_first_h_n", (4, 2), lambda: nn.LSTM(2, 3), lambda s, o: o[1][0][-1], False),
+    ("lstm_c_n_and_h_n_no_bias", (3, 2), lambda: nn.LSTM(2, 2, num_layers=2, bias=False),
+     lambda s, o: torch.cat([o[1][0][-1], o[1][1][0]], 1), False),
+    ("gru_batch_first", (4, 3), lambda: nn.GRU(3, 2, batch_first=True),
+     lambda s, o: flat(o[0]), True),
+    ("gru_two_layers_bidirectional_seq_first", (3, 2),
+     lambda: nn.GRU(2, 2, num_layers=2, bidirectional=True),
+     lambda s, o: flat(o[1].transpose(0, 1)), False),
+    ("rnn_tanh", (4, 3), lambda: nn.RNN(3, 3, batch_first=True), lambda s, o: o[0][:, -1], True),
+    ("rnn_relu_bidirectional", (3, 2),
+     lambda: nn.RNN(2, 2, nonlinearity="relu", bidirectional=True, batch_first=True),
+     lambda s, o: flat(o[0]), True),
+]:  # fmt: skip
+    case(_name, _shape, synapses_only=True)(
+        lambda shape, rnn=_rnn, read=_read, first=_first: _rnn_net(shape, rnn(), read, first)
+    )
+
+
+# --- composite layers: attention (synapses compared) ----------------------------------------------
+
+
+class _MHA(nn.Module):
+    def __init__(self, e: int, heads: int, batch_first: bool, kdim: int | None = None):
+        super().__init__()
+        self.batch_first = batch_first
+        self.norm = nn.LayerNorm(e)
+        self.attn = nn.MultiheadAttention(e, heads, batch_first=batch_first, kdim=kdim, vdim=kdim)
+        self.kv = nn.Linear(e, kdim) if kdim else None
+
+    def forward(self, x):
+        h = self.norm(x)
+        if not self.batch_first:
+            h = h.transpose(0, 1)
+        kv = self.kv(h) if self.kv is not None else h
+        out = self.attn(h, kv, kv, need_weights=False)[0]
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        return x + out
+
+
+for _name, _kw in [
+    ("mha_self_attention_batch_first", {"heads": 2, "batch_first": True}),
+    ("mha_seq_first_one_head", {"heads": 1, "batch_first": False}),
+    ("mha_kdim_vdim", {"heads": 2, "batch_first": True, "kdim": 3}),
+]:
+    case(_name, (3, 5), synapses_only=True)(
+        lambda shape, kw=_kw: _tokens_then(shape, lambda s, y: flat(s.mha(y)), mha=_MHA(4, **kw))
+    )
+
+
+@case("sdpa_heads", (3, 4), synapses_only=True)
+def _(shape):
+    def body(s, x):
+        b, t, e = x.shape
+        q, k, v = (m(x).view(b, t, 2, 2).transpose(1, 2) for m in (s.q, s.k, s.v))
+        return flat(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, e))
+
+    return Net(body, shape, q=nn.Linear(4, 4), k=nn.Linear(4, 4), v=nn.Linear(4, 4))
+
+
+@case("sdpa_single_head_scale", (4, 3), synapses_only=True)
+def _(shape):
+    return Net(
+        lambda s, x: flat(F.scaled_dot_product_attention(s.q(x), s.k(x), x, scale=0.3)),
+        shape,
+        q=nn.Linear(3, 3),
+        k=nn.Linear(3, 3),
+    )
+
+
+# --- intermediate-neuron criteria -----------------------------------------------------------------
+
+
+@case("criterion_conv_module_name", (2, 5, 5), criterion="c1")
+def _(shape):
+    return Net(
+        lambda s, x: flat(s.relu(s.c2(s.relu(s.c1(x))))),
+        shape,
+        c1=nn.Conv2d(2, 3, 3, padding=1),
+        c2=nn.Conv2d(3, 2, 3, stride=2),
+        relu=nn.ReLU(),
+    )
+
+
+@case("criterion_branch_node_name", (2, 5, 5), criterion="relu_1")
+def _(shape):
+    def body(s, x):
+        a = s.relu(s.c1(x))
+        b = s.relu(s.c2(x))  # relu_1: the other branch (c1, relu) is not its ancestor
+        return flat(a + s.c3(b))
+
+    return Net(
+        body,
+        shape,
+        c1=nn.Conv2d(2, 2, 3, padding=1),
+        c2=nn.Conv2d(2, 3, 1),
+        c3=nn.Conv2d(3, 2, 3, padding=1),
+        relu=nn.ReLU(),
+    )
+
+
+@case("criterion_dense_hidden", (6,), criterion="fc0")
+def _(shape):
+    return Net(
+        lambda s, x: s.fc1(torch.tanh(s.fc0(x))), shape, fc0=nn.Linear(6, 5), fc1=nn.Linear(5, 4)
+    )
+
+
+@case("criterion_residual_batchnorm", (2, 4, 4), criterion="bn")
+def _(shape):
+    return _conv_then(
+        shape, lambda s, y: flat(s.relu(s.bn(y)) + y), bn=nn.BatchNorm2d(3), relu=nn.ReLU()
+    )
+
+
 # --- helpers --------------------------------------------------------------------------------------
 
 
@@ -413,20 +1082,49 @@ def _seed(name: str) -> int:
 
 
 def build_case(name: str) -> tuple[nn.Module, tuple[int, ...]]:
-    factory, shape = CASES[name]
+    c = CASES[name]
     torch.manual_seed(_seed(name))
-    model = factory()
+    model = c.factory()
     randomize_(model, _seed(name), zero_fraction=0.1)
     if name in ("act_relu6", "act_F_relu6"):
         with torch.no_grad():
             model.fc0.weight.mul_(5.0)  # reach both sides of ReLU6's bounds
-    return model, shape
+    return model, c.in_shape
+
+
+def case_data(name: str, **kwargs) -> tuple[list[Any], torch.Tensor]:
+    c = CASES[name]
+    if c.vocab is not None:
+        return make_token_data(c.in_shape, c.vocab, 3, _seed(name), **kwargs)
+    return make_data(c.in_shape, 3, _seed(name), **kwargs)
+
+
+def criterion_forms(ref: ReferenceSlicer, node: str, n: int, seed: int) -> dict[str, Any]:
+    """Every index form of ``Neurons(node, index)`` (SPEC §6) for a profiled reference."""
+    shape = dict((name, shp) for name, _, shp in ref.nodes())[ref.resolve_node(node)]
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(shape, generator=g) < 0.4
+    per_sample = torch.rand((n, *shape), generator=g) < 0.3
+    per_sample[-1] = False  # a sample without criterion points
+    return {
+        "neurons_channel": ReferenceNeurons(node, shape[0] - 1),
+        "neurons_point": ReferenceNeurons(node, tuple(d // 2 for d in shape)),
+        "neurons_mask": ReferenceNeurons(node, mask),
+        "neurons_per_sample_mask": ReferenceNeurons(node, per_sample),
+    }
 
 
 def _engine():
     import nnslicer
 
     return nnslicer
+
+
+def engine_target(target: Any) -> Any:
+    """The engine's spelling of a target: ReferenceNeurons -> nnslicer.Neurons."""
+    if isinstance(target, ReferenceNeurons):
+        return _engine().Neurons(target.node, target.index)
+    return target
 
 
 def _summed(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -437,17 +1135,23 @@ def check_against_reference(
     model: nn.Module,
     batches: list[Any],
     x: torch.Tensor,
-    targets: dict[str, Any],
+    targets: dict[str, Any] | Callable[[ReferenceSlicer], dict[str, Any]],
     thetas=THETAS,
     references=REFERENCES,
     include_input: bool = False,
+    synapses_only: bool = False,
 ) -> list[str]:
     """Every (θ, reference, target) combination; per-sample results always, batch-summed
-    results for the first and last target form (sum == per-sample sum is a property test)."""
+    results for the first and last target form (sum == per-sample sum is a property test).
+    ``targets`` may be a function of the profiled reference (to name its nodes)."""
     nnslicer = _engine()
     ref = ReferenceSlicer(model)
     ref.profile(batches)
-    names = [n.name for n in ref.order if include_input or n.op != "placeholder"]
+    if callable(targets):
+        targets = targets(ref)
+    names = [
+        n.name for n in ref.order if n.op != "internal" and (include_input or n.op != "placeholder")
+    ]
     problems: list[str] = []
     tnames = list(targets)
     for theta in thetas:
@@ -461,25 +1165,39 @@ def check_against_reference(
                     reference=reference,
                     per_sample=True,
                     theta=theta,
-                    # validate the reference's edge tables against the forward pass once
+                    # validate the reference's rules against the forward pass once
                     check=theta == thetas[0] and tname == tnames[0],
                 )
                 modes = (True, False) if tname in (tnames[0], tnames[-1]) else (True,)
                 for per_sample in modes:
-                    e = eng.slice(x, target=target, reference=reference, per_sample=per_sample)
+                    e = eng.slice(
+                        x, target=engine_target(target), reference=reference, per_sample=per_sample
+                    )
                     rn = r.neurons if per_sample else _summed(r.neurons)
                     rs = r.synapses if per_sample else _summed(r.synapses)
                     where = (
                         f"theta={theta} reference={reference} target={tname} "
                         f"per_sample={per_sample}"
                     )
-                    for what, rmap, emap, keys in (
-                        ("synapses", rs, e.synapses, None),
-                        ("neurons", rn, e.neurons, names),
-                    ):
+                    compared = [("synapses", rs, e.synapses, None)]
+                    if not synapses_only:
+                        compared.append(("neurons", rn, e.neurons, names))
+                    for what, rmap, emap, keys in compared:
                         _, _, probs = compare_maps(what, rmap, emap, keys)
                         problems += [f"[{where}] {p}" for p in probs]
     return problems
+
+
+def case_targets(name: str, n: int) -> Callable[[ReferenceSlicer], dict[str, Any]]:
+    c = CASES[name]
+
+    def targets(ref: ReferenceSlicer) -> dict[str, Any]:
+        forms = target_forms(n, 3, _seed(name))
+        if c.criterion is not None:
+            forms |= criterion_forms(ref, c.criterion, n, _seed(name))
+        return forms
+
+    return targets
 
 
 # --- the per-operator agreement test --------------------------------------------------------------
@@ -487,17 +1205,19 @@ def check_against_reference(
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_rule_matches_reference(name: str) -> None:
-    model, shape = build_case(name)
-    batches, x = make_data(shape, 3, _seed(name))
-    problems = check_against_reference(model, batches, x, target_forms(len(x), 3, _seed(name)))
+    model, _ = build_case(name)
+    batches, x = case_data(name)
+    problems = check_against_reference(
+        model, batches, x, case_targets(name, len(x)), synapses_only=CASES[name].synapses_only
+    )
     assert not problems, f"{len(problems)} disagreements, first:\n" + "\n".join(problems[:12])
 
 
 @pytest.mark.parametrize("name", ["conv2d_stride_padding", "linear_mlp", "move_cat_channels"])
 def test_input_node_contributions_match_reference(name: str) -> None:
     """The model input is a node too (SPEC §2 profiles it); its points carry contributions."""
-    model, shape = build_case(name)
-    batches, x = make_data(shape, 3, _seed(name))
+    model, _ = build_case(name)
+    batches, x = case_data(name)
     problems = check_against_reference(
         model, batches, x, {"top1": None}, thetas=(0.0, 0.2), include_input=True
     )
@@ -507,8 +1227,8 @@ def test_input_node_contributions_match_reference(name: str) -> None:
 @pytest.mark.parametrize("name", ["conv2d_groups", "maxpool2d_after_relu_ties", "batchnorm1d"])
 def test_unlabeled_profile_matches_reference(name: str) -> None:
     """Unlabeled profiling data: the class of a profiling sample is the model's prediction."""
-    model, shape = build_case(name)
-    batches, x = make_data(shape, 3, _seed(name), batch_sizes=(7, 6, 5), labeled=False)
+    model, _ = build_case(name)
+    batches, x = case_data(name, batch_sizes=(7, 6, 5), labeled=False)
     with torch.no_grad():
         seen = set(torch.cat([model(b) for b in batches]).argmax(1).tolist())
         wanted = set(model(x).argmax(1).tolist())
@@ -690,83 +1410,127 @@ def test_reference_activation_derivative_signs_match_autograd(fn: str) -> None:
 # --- UnsupportedOperation -------------------------------------------------------------------------
 
 
-class _Exp(nn.Module):
-    def __init__(self):
+class _Unsupported(nn.Module):
+    """Linear -> an operator SPEC has no rule for -> Linear; ``inner`` holds the operator so the
+    message can name the module it sits in."""
+
+    def __init__(self, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         super().__init__()
         self.fc0 = nn.Linear(4, 4)
+        self.fc1 = nn.Linear(4, 4)
+        self.block = nn.Sequential(_Inner(op))
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.fc(torch.exp(self.fc0(x)))
+        return self.fc(self.block((self.fc0(x), self.fc1(x))))
 
 
-class _MulOfActivations(nn.Module):
-    def __init__(self):
+class _Inner(nn.Module):
+    def __init__(self, op):
         super().__init__()
-        self.a = nn.Linear(4, 4)
-        self.b = nn.Linear(4, 4)
-        self.fc = nn.Linear(4, 2)
+        self.op = op
 
-    def forward(self, x):
-        return self.fc(torch.relu(self.a(x)) * torch.tanh(self.b(x)))
-
-
-class _LayerNorm(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc0 = nn.Linear(4, 4)
-        self.norm = nn.LayerNorm(4)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(self.norm(self.fc0(x)))
-
-
-class _Matmul(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Linear(4, 4)
-        self.fc = nn.Linear(16, 2)
-
-    def forward(self, x):
-        h = self.a(x).unsqueeze(2)
-        return self.fc(torch.matmul(h, h.transpose(1, 2)).flatten(1))
-
-
-class _SoftmaxInside(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc0 = nn.Linear(4, 4)
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(F.softmax(self.fc0(x), dim=1))
+    def forward(self, ab):
+        return self.op(*ab)
 
 
 @pytest.mark.parametrize(
-    "model_cls, node_name",
+    "op, node_name",
     [
-        (_Exp, "exp"),
-        (_MulOfActivations, "mul"),
-        (_LayerNorm, "norm"),
-        (_Matmul, "matmul"),
-        (_SoftmaxInside, "softmax"),
+        (lambda a, b: torch.cumsum(a, 1), "cumsum"),
+        (lambda a, b: torch.sort(a, 1)[0], "sort"),
+        (lambda a, b: torch.maximum(a, b), "maximum"),
+        (lambda a, b: torch.einsum("bi,bi->bi", a, b), "einsum"),
     ],
 )
-def test_unsupported_operation_names_the_node(model_cls: type[nn.Module], node_name: str) -> None:
-    model = model_cls().double().eval()
-    with pytest.raises(ReferenceUnsupported, match=node_name):
+def test_unsupported_operation_names_the_node_and_its_module(op, node_name: str) -> None:
+    """SPEC §4: any other operator raises UnsupportedOperation naming the node and the module
+    it sits in (its qualified name)."""
+    model = _Unsupported(op).double().eval()
+    with pytest.raises(ReferenceUnsupported, match=node_name) as info:
         ReferenceSlicer(model)
+    assert "block.0" in str(info.value), info.value
     nnslicer = _engine()
     with pytest.raises(nnslicer.UnsupportedOperation) as info:
         nnslicer.Slicer(model, theta=0.2)
     message = str(info.value)
-    assert node_name in message, message
+    assert node_name in message and "block.0" in message, message
+
+
+# --- intermediate-neuron criteria: errors and zero downstream synapses ----------------------------
+
+
+@pytest.mark.parametrize("module", ["blk.0", "blk"])
+def test_criterion_module_used_twice_is_an_error_listing_its_nodes(module: str) -> None:
+    """SPEC §6: a module name that produces several nodes is an error that lists them (here a
+    leaf module, and the non-leaf module holding it, both called twice)."""
+    model = Net(
+        lambda s, x: s.blk(s.fc1(s.blk(s.fc0(x)))),
+        (5,),
+        fc0=nn.Linear(5, 4),
+        fc1=nn.Linear(4, 4),
+        blk=nn.Sequential(nn.Tanh()),
+    )
+    randomize_(model, 3)
+    batches, x = make_data((5,), 3, 3)
+    ref = ReferenceSlicer(model)
+    ref.profile(batches)
+    assert {"blk_0", "blk_1"} <= {n.name for n in ref.order}
+    with pytest.raises(ValueError, match="blk_1"):
+        ref.slice(x, target=ReferenceNeurons(module, 0))
+    nnslicer = _engine()
+    eng = nnslicer.Slicer(model)
+    eng.profile(batches)
+    with pytest.raises(Exception) as info:
+        eng.slice(x, target=nnslicer.Neurons(module, 0))
+    message = str(info.value)
+    assert "blk_0" in message and "blk_1" in message, message
+
+
+@pytest.mark.parametrize("name", ["criterion_conv_module_name", "criterion_branch_node_name"])
+def test_criterion_synapses_downstream_are_present_and_zero(name: str) -> None:
+    """SPEC §6: synapses downstream of the criterion node are present in ``synapses``, all 0;
+    so are the points of nodes that are not on a path from the input to it."""
+    model, _ = build_case(name)
+    batches, x = case_data(name)
+    node = CASES[name].criterion
+    ref = ReferenceSlicer(model, theta=0.0)
+    ref.profile(batches)
+    target = ReferenceNeurons(node, 0)
+    r = ref.slice(x, target=target)
+    eng = _engine().Slicer(model, theta=0.0)
+    eng.profile(batches)
+    e = eng.slice(x, target=engine_target(target))
+    crit = ref.resolve_node(node)
+    ancestors = _ancestors(ref, crit)
+    for s in (r, e):
+        assert np.abs(np.asarray(s.synapses["fc.weight"])).sum() == 0
+        for n in ref.order:
+            if n.name not in ancestors and n.op != "internal":
+                assert np.abs(np.asarray(s.neurons[n.name])).sum() == 0, n.name
+        assert np.asarray(s.neurons[crit]).sum() > 0
+
+
+def _ancestors(ref: ReferenceSlicer, name: str) -> set[str]:
+    """The node and every point node it reads, transitively."""
+    rules = {n.name: n.rule for n in ref.order}
+    seen, todo = set(), [name]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        rule = rules[n]
+        if rule is not None:
+            todo += list(rule.inputs)
+            if rule.kind == "move" and rule.attrs["op"] == "composite":
+                todo += ref.expansions[rule.attrs["root"]].outputs[rule.attrs["path"]][0]
+    return seen
 
 
 def test_case_table_covers_every_operator_row() -> None:
     """A guard against silently dropping a row of SPEC's table from this file."""
-    prefixes = {
+    v1 = {
         "conv2d",
         "conv1d",
         "linear",
@@ -784,5 +1548,49 @@ def test_case_table_covers_every_operator_row() -> None:
         "adaptive_maxpool2d",
         "move",
     }
-    for p in prefixes:
+    v2 = {
+        "product_",  # a * b (incl. broadcast, in place)
+        "product_se_block",  # squeeze-excitation
+        "product_gated_mlp_chunk",
+        "matmul_",  # a @ b, matmul, bmm
+        "matmul_single_head_attention_layernorm",
+        "param_matmul_",  # x @ W, F.linear(x, W), W @ x
+        "sum_",
+        "maxdim_",  # max / amax over dims
+        "norm_layernorm",
+        "norm_layernorm2d_permute",
+        "norm_groupnorm",
+        "norm_instancenorm",
+        "norm_rmsnorm",
+        "norm_F_layer_norm",
+        "norm_F_group_norm",
+        "norm_F_instance_norm",
+        "norm_F_rms_norm",
+        "softmax_inside_",
+        "move_pad_",
+        "move_chunk",
+        "move_split",
+        "move_unbind",
+        "move_narrow",
+        "move_stack",
+        "move_expand",
+        "move_repeat",
+        "move_roll",
+        "move_flip",
+        "move_slice",
+        "move_index",
+        "move_drop_path",
+        "move_dropout2d",
+        "const_",  # zeros_like, ones_like, full_like, new_zeros, arange, buffers
+        "embedding_",
+        "lstm_",
+        "gru_",
+        "rnn_",
+        "mha_",
+        "sdpa_",
+        "criterion_",  # intermediate-neuron criteria
+    }
+    for p in v1 | v2:
         assert any(n.startswith(p) for n in CASES), p
+    assert any(c.vocab for c in CASES.values())  # integer token inputs
+    assert sum(c.criterion is not None for c in CASES.values()) >= 5

@@ -348,7 +348,7 @@ def test_scaled_dot_product_attention_gives_the_original_outputs(extra: dict) ->
     assert slicer.slice(x).synapses["qkv.weight"].any()
 
 
-# --- rule sets -------------------------------------------------------------------------------------
+# --- rule sets ---------------------------------------------------------------------------------
 
 class Cumulative(nn.Module):
     def forward(self, x):

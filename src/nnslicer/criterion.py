@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,7 @@ class Neurons:
     index: int | tuple[int, ...] | Tensor
 
 
-Target = Union[None, int, Tensor, Neurons]
+Target = None | int | Tensor | Neurons
 
 
 def output_seeds(target: Target, logits: Tensor) -> Tensor:

@@ -2,6 +2,7 @@
 
 from .spec_reference import (
     DEAD_OUTPUT_RATIO,
+    ReferenceNeurons,
     ReferenceSlice,
     ReferenceSlicer,
     ReferenceUnsupported,
@@ -10,6 +11,7 @@ from .spec_reference import (
 
 __all__ = [
     "DEAD_OUTPUT_RATIO",
+    "ReferenceNeurons",
     "ReferenceSlice",
     "ReferenceSlicer",
     "ReferenceUnsupported",

@@ -4,7 +4,11 @@ A model is described by a plain-data :class:`NetSpec` (printed by hypothesis on 
 failing example can be rebuilt with :func:`build_net`). :class:`SpecNet` turns the spec into an
 fx-traceable ``nn.Module`` using real ``nn.Conv2d`` / ``nn.Conv1d`` / ``nn.BatchNorm*`` /
 pooling / activation modules, ONE ``nn.ReLU`` instance shared by every ``"relu"`` layer, residual
-``+`` / ``-`` / in-place ``add_``, ``torch.cat``, constants, permutes and a Linear head.
+``+`` / ``-`` / in-place ``add_``, ``torch.cat``, constants, permutes and a Linear head; and the
+SPEC v2 kinds (:data:`V2_KINDS`): squeeze-excitation ``x * s``, single-head attention with
+LayerNorm over a (tokens, features) view, gated MLPs with ``chunk``, LayerNorm / GroupNorm /
+InstanceNorm / RMSNorm, softmax inside the network, sum / amax / max over a dim, constant
+padding, roll and flip.
 """
 
 from __future__ import annotations
@@ -58,6 +62,37 @@ def _act_module(name: str) -> nn.Module | None:
         "tanh": nn.Tanh(),
         "hardtanh": nn.Hardtanh(-0.8, 0.6),
     }.get(name)
+
+
+V2_KINDS = ("se", "attn", "gmlp", "norm", "softmax", "reduce", "pad", "roll", "flip")
+
+
+class LayerNorm2d(nn.Module):
+    """Channels-first LayerNorm: permute -> F.layer_norm -> permute."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x.permute(0, 2, 3, 1), (self.weight.shape[0],), self.weight, self.bias)
+        return x.permute(0, 3, 1, 2)
+
+
+def _norm_module(p: dict[str, Any]) -> nn.Module:
+    how, c, h, w = p["how"], p["c"], p["h"], p["w"]
+    if how == "ln_last":
+        return nn.LayerNorm(w)
+    if how == "ln_chw":
+        return nn.LayerNorm([c, h, w], elementwise_affine=p["affine"])
+    if how == "ln2d":
+        return LayerNorm2d(c)
+    if how == "gn":
+        return nn.GroupNorm(p["groups"], c, affine=p["affine"])
+    if how == "in":
+        return nn.InstanceNorm2d(c, affine=p["affine"])
+    return nn.RMSNorm([h, w], elementwise_affine=p["affine"])
 
 
 def conv_out(n: int, k: int, s: int, p: int, d: int) -> int:
@@ -158,6 +193,31 @@ class SpecNet(nn.Module):
                 setattr(
                     self, f"drop{i}", nn.Dropout(0.3) if p["how"] == "dropout" else nn.Identity()
                 )
+            elif kind == "se":
+                conv = p["how"] == "conv"
+                setattr(self, f"se1_{i}", nn.Conv2d(c, p["r"], 1) if conv else nn.Linear(c, p["r"]))
+                setattr(self, f"se2_{i}", nn.Conv2d(p["r"], c, 1) if conv else nn.Linear(p["r"], c))
+            elif kind == "attn":
+                setattr(self, f"attnnorm{i}", nn.LayerNorm(c))
+                for part in "qkv":
+                    setattr(self, f"{part}{i}", nn.Linear(c, p["d"]))
+                setattr(self, f"o{i}", nn.Linear(p["d"], c))
+            elif kind == "gmlp":
+                if p["how"] == "tokens":
+                    setattr(self, f"up{i}", nn.Linear(c, 2 * p["hidden"]))
+                    setattr(self, f"down{i}", nn.Linear(p["hidden"], c))
+                else:
+                    setattr(self, f"up{i}", nn.Conv2d(c, 2 * p["hidden"], 1))
+                    setattr(self, f"down{i}", nn.Conv2d(p["hidden"], c, 1))
+                m = _act_module(p["fn"])
+                if m is not None:
+                    setattr(self, f"act{i}", m)
+            elif kind == "norm":
+                setattr(self, f"norm{i}", _norm_module(p))
+            elif kind == "pad" and p["module"]:
+                setattr(self, f"pad{i}", nn.ConstantPad2d(p["pads"], p["value"]))
+            elif kind == "reduce" and p["dim"] == 1:
+                c = 1
         h = _p(spec.head)
         if h["flat"] == "module":
             self.flat = nn.Flatten()
@@ -182,6 +242,54 @@ class SpecNet(nn.Module):
         if name == "torch.tanh":
             return torch.tanh(x)
         return getattr(self, f"act{i}" if isinstance(i, int) else i)(x)
+
+    def _v2_layer(self, kind: str, i: int, p: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
+        if kind == "se":
+            if p["how"] == "conv":
+                s = self.relu(getattr(self, f"se1_{i}")(x.mean((2, 3), keepdim=True)))
+                s = torch.sigmoid(getattr(self, f"se2_{i}")(s))
+            else:
+                s = self.relu(getattr(self, f"se1_{i}")(x.mean((2, 3))))
+                s = torch.sigmoid(getattr(self, f"se2_{i}")(s)).view(-1, p["c"], 1, 1)
+            if p["order"] == "torch.mul":
+                return torch.mul(x, s)
+            return x * s if p["order"] == "xs" else s * x
+        if kind == "attn":
+            t = x.flatten(2).transpose(1, 2)  # (B, tokens, features)
+            h = getattr(self, f"attnnorm{i}")(t)
+            q, k, v = (getattr(self, f"{part}{i}")(h) for part in "qkv")
+            w = F.softmax(q @ k.transpose(-2, -1) * p["scale"], dim=-1)
+            t = t + getattr(self, f"o{i}")(w @ v)
+            return t.transpose(1, 2).reshape(-1, p["c"], p["h"], p["w"])
+        if kind == "gmlp":
+            if p["how"] == "tokens":
+                t = x.flatten(2).transpose(1, 2)
+                a, b = getattr(self, f"up{i}")(t).chunk(2, -1)
+                t = t + getattr(self, f"down{i}")(a * self._act(p["fn"], i, b))
+                return t.transpose(1, 2).reshape(-1, p["c"], p["h"], p["w"])
+            a, b = torch.chunk(getattr(self, f"up{i}")(x), 2, dim=1)
+            return x + getattr(self, f"down{i}")(a * self._act(p["fn"], i, b))
+        if kind == "norm":
+            return getattr(self, f"norm{i}")(x)
+        if kind == "softmax":
+            return F.log_softmax(x, p["dim"]) if p["log"] else torch.softmax(x, dim=p["dim"])
+        if kind == "reduce":
+            if p["op"] == "sum":
+                return x.sum(p["dim"], keepdim=True)
+            if p["op"] == "amax":
+                return torch.amax(x, dim=p["dim"], keepdim=True)
+            if p["op"] == "max":
+                return torch.max(x, p["dim"], keepdim=True)[0]
+            return x.max(dim=p["dim"], keepdim=True).values
+        if kind == "pad":
+            if p["module"]:
+                return getattr(self, f"pad{i}")(x)
+            return F.pad(x, p["pads"], value=p["value"])
+        if kind == "roll":
+            return torch.roll(x, p["shifts"], p["dims"])
+        if kind == "flip":
+            return x.flip(p["dims"])
+        raise AssertionError(kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, (kind, params) in enumerate(self.spec.layers):
@@ -221,6 +329,8 @@ class SpecNet(nn.Module):
                 x = getattr(self, f"drop{i}")(x)
             elif kind == "to1d":
                 x = torch.flatten(x, 2)
+            elif kind in V2_KINDS:
+                x = self._v2_layer(kind, i, p, x)
             else:
                 raise AssertionError(kind)
         h = _p(self.spec.head)
@@ -271,7 +381,35 @@ def randomize_(model: nn.Module, seed: int, zero_fraction: float = 0.15) -> nn.M
                 sign = torch.where(torch.rand(n, generator=g) < 0.3, -1.0, 1.0)
                 m.weight.copy_(sign * (0.5 + torch.rand(n, generator=g)))
                 m.bias.copy_(0.3 * torch.randn(n, generator=g))
+        _randomize_v2_(model, seed, zero_fraction)
     return model.double().eval()
+
+
+_V1_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.RMSNorm)
+
+
+def _randomize_v2_(model: nn.Module, seed: int, zero_fraction: float) -> None:
+    """Every other parameter (normalization affine weights — some negative —, embeddings,
+    recurrent and attention weights, bare ``nn.Parameter``s) from a second generator, so the
+    parameters of models made only of v1 layers are exactly what they were."""
+    g = torch.Generator().manual_seed(seed + 7919)
+    v1 = {id(p) for m in model.modules() if isinstance(m, _V1_MODULES) for p in m.parameters()}
+    for name, p in model.named_parameters():
+        if id(p) in v1:
+            continue
+        owner_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        if isinstance(owner, _NORMS) and leaf == "weight":
+            sign = torch.where(torch.rand(p.shape, generator=g) < 0.3, -1.0, 1.0)
+            p.data.copy_(sign * (0.5 + torch.rand(p.shape, generator=g)))
+        elif "bias" in leaf:
+            p.data.copy_(0.3 * torch.randn(p.shape, generator=g))
+        else:
+            fan_in = p[0].numel() if p.dim() > 1 else p.numel()
+            w = torch.randn(p.shape, generator=g, dtype=torch.float64) * 1.5 / math.sqrt(fan_in)
+            w[torch.rand(w.shape, generator=g, dtype=torch.float64) < zero_fraction] = 0.0
+            p.data.copy_(w)
 
 
 def build_net(spec: NetSpec) -> nn.Module:
@@ -305,8 +443,30 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+V1_KINDS = (
+    "conv",
+    "conv",
+    "bn",
+    "act",
+    "maxpool",
+    "avgpool",
+    "amax",
+    "aavg",
+    "res",
+    "cat",
+    "mulc",
+    "addc",
+    "swap",
+    "drop",
+)
+
+
 @st.composite
-def net_specs(draw: st.DrawFn, max_layers: int = 5) -> NetSpec:
+def net_specs(
+    draw: st.DrawFn, max_layers: int = 5, kinds: tuple[str, ...] = V1_KINDS + V2_KINDS
+) -> NetSpec:
+    """Random small models; ``kinds`` (default: every kind, SPEC v1 and v2) is what the layers
+    are drawn from (``V1_KINDS`` for models of SPEC v1 operators only)."""
     c = draw(st.integers(1, 3))
     h = draw(st.integers(4, 8))
     w = draw(st.integers(4, 8))
@@ -316,26 +476,7 @@ def net_specs(draw: st.DrawFn, max_layers: int = 5) -> NetSpec:
     n_layers = draw(st.integers(1, max_layers))
     used_relu = False
     for _ in range(n_layers):
-        kind = draw(
-            st.sampled_from(
-                [
-                    "conv",
-                    "conv",
-                    "bn",
-                    "act",
-                    "maxpool",
-                    "avgpool",
-                    "amax",
-                    "aavg",
-                    "res",
-                    "cat",
-                    "mulc",
-                    "addc",
-                    "swap",
-                    "drop",
-                ]
-            )
-        )
+        kind = draw(st.sampled_from(kinds))
         p: dict[str, Any] = {}
         if kind == "conv":
             out = draw(st.integers(1, 6))
@@ -410,6 +551,12 @@ def net_specs(draw: st.DrawFn, max_layers: int = 5) -> NetSpec:
             spatial = spatial[::-1]
         elif kind == "drop":
             p = dict(how=draw(st.sampled_from(["dropout", "identity"])))
+        elif kind in V2_KINDS:
+            drawn = _draw_v2(draw, kind, c, spatial)
+            if drawn is None:
+                continue
+            p, c, spatial = drawn
+            used_relu = used_relu or kind == "se"
         if p.get("fn") == "relu":
             used_relu = True
         layers.append((kind, tuple(sorted(p.items()))))
@@ -462,6 +609,72 @@ def net_specs(draw: st.DrawFn, max_layers: int = 5) -> NetSpec:
     )
 
 
+def _draw_v2(draw: st.DrawFn, kind: str, c: int, spatial: list[int]):
+    """(params, channels after, spatial after) of a SPEC v2 layer kind, or None to skip it."""
+    h, w = spatial
+    shape = dict(c=c, h=h, w=w)
+    if kind == "se":
+        p = dict(
+            r=draw(st.integers(1, 2)),
+            how=draw(st.sampled_from(["linear", "conv"])),
+            order=draw(st.sampled_from(["xs", "sx", "torch.mul"])),
+            c=c,
+        )
+    elif kind == "attn":
+        if h * w > 12:
+            return None  # keep the reference's 2K-term matrix products tiny
+        d = draw(st.integers(1, 3))
+        p = dict(d=d, scale=1.0 / math.sqrt(d), **shape)
+    elif kind == "gmlp":
+        how = draw(st.sampled_from(["tokens", "conv"]))
+        if how == "tokens" and h * w > 16:
+            how = "conv"
+        p = dict(
+            how=how, hidden=draw(st.integers(1, 2)), fn=draw(st.sampled_from(ACTIVATIONS)), **shape
+        )
+    elif kind == "norm":
+        how = draw(st.sampled_from(["ln_last", "ln_chw", "ln2d", "gn", "in", "rms"]))
+        p = dict(
+            how=how,
+            affine=draw(st.booleans()),
+            groups=draw(st.sampled_from(_divisors(c))),
+            **shape,
+        )
+        group = {
+            "ln_last": w,
+            "ln_chw": c * h * w,
+            "ln2d": c,
+            "gn": c // p["groups"] * h * w,
+            "in": h * w,
+            "rms": h * w,
+        }[how]
+        if group == 1:
+            return None  # normalizing a single value: the output is constant
+    elif kind == "softmax":
+        p = dict(dim=draw(st.integers(1, 3)), log=draw(st.booleans()))
+        if (c, h, w)[p["dim"] - 1] == 1:
+            return None  # softmax of a single value: constant
+    elif kind == "reduce":
+        dim = draw(st.integers(1, 3))
+        p = dict(op=draw(st.sampled_from(["sum", "amax", "max", "values"])), dim=dim)
+        if dim == 1:
+            c = 1
+        else:
+            spatial = [1 if d == dim - 2 else n for d, n in enumerate(spatial)]
+    elif kind == "pad":
+        pads = tuple(draw(st.integers(0, 1)) for _ in range(4))
+        p = dict(pads=pads, value=draw(st.sampled_from([0.0, 0.5])), module=draw(st.booleans()))
+        spatial = [h + pads[2] + pads[3], w + pads[0] + pads[1]]
+    elif kind == "roll":
+        dims = draw(st.sampled_from([(2,), (3,), (1, 3)]))
+        p = dict(dims=dims, shifts=tuple(draw(st.integers(-2, 2)) for _ in dims))
+    elif kind == "flip":
+        p = dict(dims=draw(st.sampled_from([(2,), (3,), (1, 2)])))
+    else:
+        raise AssertionError(kind)
+    return p, c, spatial
+
+
 # --- data ------------------------------------------------------------------------------------
 
 
@@ -486,6 +699,28 @@ def make_data(
         start += b
     samples = torch.randn((n_samples, *in_shape), generator=g, dtype=torch.float64)
     return batches, samples
+
+
+def make_token_data(
+    in_shape: tuple[int, ...],
+    vocab: int,
+    n_classes: int,
+    seed: int,
+    batch_sizes: tuple[int, ...] = (5, 4, 3),
+    n_samples: int = 3,
+    labeled: bool = True,
+) -> tuple[list[Any], torch.Tensor]:
+    """Like :func:`make_data`, with integer token inputs in ``[0, vocab)`` (Embedding models)."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(batch_sizes)
+    labels = (torch.arange(n) % n_classes)[torch.randperm(n, generator=g)]
+    batches: list[Any] = []
+    start = 0
+    for b in batch_sizes:
+        x = torch.randint(0, vocab, (b, *in_shape), generator=g)
+        batches.append((x, labels[start : start + b]) if labeled else x)
+        start += b
+    return batches, torch.randint(0, vocab, (n_samples, *in_shape), generator=g)
 
 
 def target_forms(n_samples: int, n_classes: int, seed: int) -> dict[str, Any]:

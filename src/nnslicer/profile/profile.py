@@ -7,6 +7,7 @@ accumulated with their samples first (trace.layout), so a node whose batch is no
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,14 @@ def _runs(classes: Tensor) -> list[tuple[int, int, int]]:
                                                       strict=True)]
 
 
+def _samples_first(layouts: dict[str, Any], batch: int,
+                   visit: Callable[[str, Tensor], None]) -> Callable[[str, Tensor], None]:
+    """A visitor that hands each node's value on with its samples in dim 0."""
+    def receive(name: str, value: Tensor) -> None:
+        visit(name, layouts.get(name, STANDARD).samples_first(value, batch))
+    return receive
+
+
 #: prepares a batch for the model: the traced graph (traced at the first batch if needed) and
 #: the batch converted to the model's dtype
 Prepare = Callable[[Tensor], tuple[OperatorGraph, Tensor]]
@@ -264,17 +273,15 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
             # samples of one class next to each other: each class row is updated once per batch
             classes, order = classes.sort(stable=True)
             x = x[order]
-            runs, batch = _runs(classes), x.shape[0]
-            stream_values(graph, x, lambda name, v, c=classes, r=runs, b=batch: acc.add(
-                name, layouts.get(name, STANDARD).samples_first(v, b), c, r))
+            add = functools.partial(acc.add, classes=classes, runs=_runs(classes))
+            stream_values(graph, x, _samples_first(layouts, x.shape[0], add))
             acc.count(classes)
             continue
         for start in range(0, x.shape[0], chunk_size):
             held: list[tuple[str, Tensor]] = []
             part_x = x[start:start + chunk_size]
-            logits = _check_logits(stream_values(
-                graph, part_x, lambda name, v, held=held, b=part_x.shape[0]: held.append(
-                    (name, layouts.get(name, STANDARD).samples_first(v, b)))))
+            logits = _check_logits(stream_values(graph, part_x, _samples_first(
+                layouts, part_x.shape[0], lambda name, v, held=held: held.append((name, v)))))
             if acc is None:
                 acc = _ClassSums(logits.shape[1], x.device)
             part = logits.argmax(1) if classes is None else classes[start:start + chunk_size]

@@ -131,7 +131,8 @@ def _float_cast(node: OpNode) -> bool:
 _rearrange = RearrangeRule(several=_SPLITS)
 
 ENTRIES: list[Entry] = [
-    (ops(*_IDENTITY_MODULES, *_IDENTITY_METHODS, torch.clone, torch.detach), IdentityMovementRule()),
+    (ops(*_IDENTITY_MODULES, *_IDENTITY_METHODS, torch.clone, torch.detach),
+     IdentityMovementRule()),
     (ops("to", "type") & Where(_float_cast, "float cast"), IdentityMovementRule()),
     (ops(*_EVAL_IDENTITY_FUNCTIONS) | FunctionNamed(("stochastic_depth", "drop_path")),
      IdentityMovementRule(verify=True)),
