@@ -301,9 +301,7 @@ def _matching_dtype(x: Tensor, graph: OperatorGraph) -> Tensor:
     """A float input in another float dtype than the model's weights is converted (with a
     note); integer inputs stay as they are for a model that looks them up in an Embedding."""
     if not x.is_floating_point():
-        users = graph.by_name[graph.input_name].fx_node.users
-        if any(graph.by_name[u.name].family == "embedding" for u in users
-               if u.name in graph.by_name):
+        if any(n.family == "embedding" for n in graph.live_nodes()):
             return x
         raise InputError(f"input x is a {x.dtype} tensor but the model computes in floats; "
                          "pass float inputs (integer inputs are token ids for an Embedding)")

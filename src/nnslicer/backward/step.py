@@ -42,8 +42,15 @@ class Step:
         self.node = node
         self.module = node.module
         self.c_out = c_out
-        self.args = node.fx_node.args
-        self.kwargs = node.fx_node.kwargs
+        # live operands stay graph nodes (rules ask for their Δ and send to them); everything
+        # else — sizes read from shapes, constants, parameters — is its recorded value
+        self.args = fx.node.map_aggregate(node.fx_node.args, self._setting)
+        self.kwargs = fx.node.map_aggregate(node.fx_node.kwargs, self._setting)
+
+    def _setting(self, a: Any) -> Any:
+        if isinstance(a, fx.Node) and a.name not in self._state.live:
+            return self._state.values[a.name]
+        return a
 
     @property
     def policy(self) -> SelectionPolicy:
@@ -160,8 +167,8 @@ class Step:
                 return replace[a.name] if a.name in replace else self._state.values[a.name]
             return a
 
-        args = fx.node.map_aggregate(self.args, sub)
-        kwargs = fx.node.map_aggregate(self.kwargs, sub)
+        args = fx.node.map_aggregate(self.node.fx_node.args, sub)
+        kwargs = fx.node.map_aggregate(self.node.fx_node.kwargs, sub)
         node = self.node
         if node.op == "call_module":
             return node.module(*args, **kwargs)

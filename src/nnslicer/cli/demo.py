@@ -48,7 +48,7 @@ def _model(out: Path, epochs: int, quiet: bool) -> tuple[torch.nn.Module, float]
 
 def run_demo(out: Path, *, epochs: int = 8, quiet: bool = False) -> dict[str, Slice]:
     """Train, profile, slice two classes and their union, print tables, draw the figure."""
-    from .main import layer_table
+    from .common import layer_table
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,18 @@ from rich.table import Table
 
 from ..data.datasets import DEFAULT_DATASET
 from ..results.slice import Slice
-from .common import console, one_line_errors, open_data, open_model, say
+from .common import (
+    DATA_ROOT,
+    QUIET,
+    console,
+    layer_table,
+    one_line_errors,
+    open_data,
+    open_model,
+    parse_int_list,
+    parse_neuron,
+    say,
+)
 
 app = typer.Typer(
     help="Dynamic slicing of deep neural networks (NNSlicer): profile a model, slice it for "
@@ -18,38 +29,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
-DATA_ROOT = typer.Option(None, "--data-root", help="Directory holding the dataset files.")
-
-
-def parse_int_list(text: str | None) -> list[int] | None:
-    if text is None or text == "":
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def layer_table(s: Slice, title: str) -> Table:
-    """Per-layer summary as a rich table."""
-    table = Table(title=title, title_justify="left")
-    for col in ("node", "operator", "points", "channels", "synapses"):
-        table.add_column(col, justify="left" if col in ("node", "operator") else "right")
-    for row in s.summary():
-        if row.synapses_total == 0 and row.kind not in ("input",):
-            continue
-        syn = (f"{row.synapses}/{row.synapses_total} ({row.synapse_fraction:.1%})"
-               if row.synapses_total else "")
-        table.add_row(
-            row.node, row.kind,
-            f"{row.points}/{row.points_total} ({row.point_fraction:.1%})",
-            f"{row.channels}/{row.channels_total} ({row.channel_fraction:.1%})",
-            syn,
-        )
-    return table
-
 
 @app.command()
 @one_line_errors
@@ -124,6 +103,9 @@ def slice_cmd(
     indices: str = typer.Option(None, help="Only these sample indices, e.g. 0,5,9."),
     limit: int = typer.Option(16, min=1, help="At most this many samples."),
     target: str = typer.Option("top1", help="top1 | label | a class index."),
+    neuron: str = typer.Option(None, help="Slice for an intermediate neuron instead: NODE:C "
+                               "(channel C of a node or module, e.g. layer3.1.conv2:5) or "
+                               "NODE:i,j,k (one point). `nnslicer nodes` lists the nodes."),
     theta: float = typer.Option(0.2, min=0.0, max=0.999),
     reference: str = typer.Option("dataset", help="dataset | class"),
     per_sample: bool = typer.Option(False, help="Keep one slice per sample."),
@@ -132,6 +114,7 @@ def slice_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Slice a model for some samples; print the per-layer table and save the slice."""
+    from ..criterion import Neurons
     from ..slicer import Slicer
 
     net, _ = open_model(model, weights)
@@ -145,8 +128,10 @@ def slice_cmd(
         raise ValueError("no samples left after --classes/--indices; choose other samples")
     slicer = Slicer(net, theta=theta, progress=not quiet, executor=ray)
     slicer.use_profile(profile_path)
-    tgt: int | torch.Tensor | None
-    if target == "top1":
+    tgt: int | torch.Tensor | Neurons | None
+    if neuron is not None:
+        tgt = parse_neuron(neuron)
+    elif target == "top1":
         tgt = None
     elif target == "label":
         tgt = dataset.y
@@ -158,6 +143,29 @@ def slice_cmd(
     if not quiet:
         console.print(layer_table(s, f"slice of {len(dataset)} samples (θ={theta})"))
     say(quiet, f"wrote {out}")
+
+
+@app.command()
+@one_line_errors
+def nodes(
+    model: str = typer.Option(..., help="Checkpoint path or package.module:factory."),
+    weights: str = typer.Option(None),
+    data: str = typer.Option(DEFAULT_DATASET, help="Dataset whose first sample sets shapes."),
+    data_root: str = DATA_ROOT,
+) -> None:
+    """List the model's nodes (names for --neuron), their modules, operators and shapes."""
+    from ..slicer import Slicer
+
+    net, _ = open_model(model, weights)
+    slicer = Slicer(net)
+    slicer.ready(open_data(data, "test", data_root, limit=1).x)
+    table = Table(title=f"nodes of {type(net).__name__}", title_justify="left")
+    for col in ("node", "module", "operator", "shape"):
+        table.add_column(col)
+    for row in slicer.nodes():
+        table.add_row(row["node"], row["module"] or "", row["operator"],
+                      "×".join(map(str, row["shape"] or ())))
+    console.print(table)
 
 
 @app.command()

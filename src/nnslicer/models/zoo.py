@@ -1,9 +1,10 @@
-"""Built-in architectures: LeNet-5 and CIFAR-style ResNet-10/18.
+"""Built-in architectures: LeNet-5, CIFAR-style ResNet-10/18, and (models.modern)
+MobileNetV2 with or without squeeze-excitation, ImageNet ResNet-50, Vision Transformers and an
+LSTM row-by-row image classifier.
 
-The models use only operators the slicing engine understands (Conv2d, BatchNorm2d, ReLU,
-MaxPool2d, AdaptiveAvgPool2d, Flatten, Linear and tensor add), take inputs in [0, 1] with no
-normalisation layer, and are traceable with ``torch.fx.symbolic_trace``. Every ReLU is its own
-module (never reused) so that each activation has a distinct, readable name.
+LeNet-5 and the ResNet-10/18 use only Conv2d, BatchNorm2d, ReLU, MaxPool2d, AdaptiveAvgPool2d,
+Flatten, Linear and tensor add, take inputs in [0, 1] with no normalisation layer, and give
+every ReLU its own module so that each activation has a distinct, readable name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-ARCHITECTURES: tuple[str, ...] = ("lenet5", "resnet10", "resnet18")
+ARCHITECTURES: tuple[str, ...] = ("lenet5", "resnet10", "resnet18", "mobilenetv2",
+                                  "mobilenetv2-se", "resnet50", "vit", "vit-s16", "lstm")
 
 _RESNET_BLOCKS: dict[str, tuple[int, int, int, int]] = {
     "resnet10": (1, 1, 1, 1),
@@ -135,9 +137,11 @@ def build_model(
 ) -> nn.Module:
     """Build a zoo architecture with freshly initialised weights.
 
-    ``width`` only affects the ResNets (stage widths w, 2w, 4w, 8w); ``input_size`` only
-    affects LeNet-5 (the ResNets end in adaptive pooling). Seed torch beforehand for
-    reproducible initial weights.
+    ``width``: the ResNets' stage widths (w, 2w, 4w, 8w; ResNet-50's bottlenecks w…8w), and
+    MobileNetV2's channels (w / 32 times the standard ones) — 64 everywhere by default, so
+    MobileNetV2 defaults to twice the standard 32-channel stem unless width=32 is given.
+    ``input_size``: LeNet-5's flatten size, the ViT's image size, the LSTM's row length. Seed
+    torch beforehand for reproducible initial weights.
     """
     sizes = {"in_channels": in_channels, "num_classes": num_classes, "width": width}
     for name, value in sizes.items():
@@ -149,4 +153,19 @@ def build_model(
         return ResNet(
             _RESNET_BLOCKS[arch], in_channels=in_channels, num_classes=num_classes, width=width
         )
+    from . import modern
+
+    if arch in ("mobilenetv2", "mobilenetv2-se"):
+        return modern.MobileNetV2(in_channels, num_classes, width / 32,
+                                  se=arch.endswith("-se"))
+    if arch == "resnet50":
+        return modern.ResNet50(in_channels, num_classes, width)
+    if arch == "vit":
+        return modern.VisionTransformer(in_channels, num_classes, image_size=input_size,
+                                        patch=4 if input_size % 4 == 0 else input_size)
+    if arch == "vit-s16":
+        return modern.VisionTransformer(in_channels, num_classes, image_size=input_size,
+                                        patch=16, dim=384, depth=12, heads=6)
+    if arch == "lstm":
+        return modern.LSTMClassifier(in_channels, num_classes, input_size)
     raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")

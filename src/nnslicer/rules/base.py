@@ -84,3 +84,11 @@ def sum_to_shape(t: Tensor, shape: torch.Size) -> Tensor:
     if t.shape == shape:
         return t
     return t.sum_to_size(shape)
+
+
+def pool_dims(step: Step) -> int:
+    """How many trailing dims a pooling node pools over: 1 for the *1d forms, else 2 (any
+    leading dims — samples, channels, or none for an unbatched 3-D input — are rows)."""
+    if step.module is not None:
+        return 1 if type(step.module).__name__.endswith("1d") else 2
+    return 1 if step.node.target.__name__.endswith("1d") else 2

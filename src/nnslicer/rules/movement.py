@@ -21,7 +21,7 @@ from .ruleset import AttributeOf, Entry, FunctionNamed, ItemOf, Where, ops
 
 if TYPE_CHECKING:
     from ..backward.step import Step
-    from ..trace.graph import OperatorGraph, OpNode
+    from ..trace.graph import OpNode
 
 
 class IdentityMovementRule(Rule):
@@ -57,16 +57,6 @@ class RearrangeRule(Rule):
 
     def several_outputs(self, node: OpNode) -> bool:
         return node.target in self.several
-
-    def check(self, node: OpNode, graph: OperatorGraph) -> None:
-        mode = node.fx_node.kwargs.get("mode")
-        if mode is None and node.module is not None:
-            mode = getattr(node.module, "mode", None)
-        if node.target in (F.interpolate, F.upsample) or isinstance(node.module, nn.Upsample):
-            mode = mode or (node.fx_node.args[3] if len(node.fx_node.args) > 3 else "nearest")
-            if mode not in ("nearest", "nearest-exact"):
-                raise unsupported(node, f"interpolation mode {mode!r} mixes neighbouring points "
-                                  "(only 'nearest' is data movement)")
 
     def backward(self, step: Step) -> None:
         signs = step.policy.movement(step.c_out.sign()).to(torch.float64)

@@ -242,6 +242,14 @@ class ItemOf(Matcher):
 Entry = tuple[Matcher, Rule]
 
 
+def _flatten(matchers: Iterable[Matcher]) -> Iterator[Matcher]:
+    for m in matchers:
+        if isinstance(m, _Any | _All):
+            yield from _flatten(m.parts)
+        else:
+            yield m
+
+
 class RuleSet:
     """An ordered list of (matcher, rule): the first entry whose matcher accepts a node slices
     it. Immutable: ``with_rule`` returns a new set."""
@@ -288,6 +296,12 @@ class RuleSet:
     # --- what tracing asks (trace.graph.GraphHooks) ------------------------------------------
     def is_leaf(self, module: nn.Module, qualname: str) -> bool:
         return any(matcher.leaf(module, qualname) for matcher, _ in self.entries)
+
+    def claims_function(self, name: str) -> bool:
+        """Whether an entry names a function by ``__name__`` (FunctionNamed): such a function,
+        if a model ``torch.fx.wrap``-s it, stays one node."""
+        return any(name in getattr(m, "names", ()) and isinstance(m, FunctionNamed)
+                   for m in _flatten(e[0] for e in self.entries))
 
     def is_constant(self, node: OpNode) -> bool:
         rule = self.rule_for(node)

@@ -4,6 +4,7 @@ points, the one PyTorch returns): s = sign(C)·sign(Δy)·sign(Δx) (docs/spec.m
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..trace.graph import select_output
-from .base import Rule, unsupported
+from .base import Rule, pool_dims, unsupported
 from .ruleset import Entry, ItemOf, Where, ops
 
 if TYPE_CHECKING:
@@ -59,15 +60,16 @@ class MaxPoolRule(Rule):
     def backward(self, step: Step) -> None:
         x_arg = step.arg(0, "input")
         x = step.value(x_arg)
-        idx = self._indices(step, x.detach())
-        B, C = x.shape[:2]
-        flat_idx = idx.reshape(B, C, -1)
-        dx_sel = step.delta(x_arg).reshape(B, C, -1).gather(2, flat_idx)
-        c_sign = step.c_out.reshape(B, C, -1).sign()
-        dy = step.delta_out.reshape(B, C, -1)
+        idx = self._indices(step, x.detach())  # flat positions within each pooled plane
+        plane = math.prod(x.shape[-pool_dims(step):])
+        rows = x.numel() // plane
+        flat_idx = idx.reshape(rows, -1)
+        dx_sel = step.delta(x_arg).reshape(rows, -1).gather(1, flat_idx)
+        c_sign = step.c_out.reshape(rows, -1).sign()
+        dy = step.delta_out.reshape(rows, -1)
         signs = step.policy.pointwise(c_sign, dy, torch.ones_like(dy), dx_sel)
-        contrib = torch.zeros(B, C, x[0, 0].numel(), dtype=torch.int64, device=x.device)
-        contrib.scatter_add_(2, flat_idx, signs)
+        contrib = torch.zeros(rows, plane, dtype=torch.int64, device=x.device)
+        contrib.scatter_add_(1, flat_idx, signs)
         step.send(x_arg, contrib.view(x.shape))
 
 
@@ -75,9 +77,10 @@ _MAX_WITH_INDICES = (torch.max, "max", torch.min, "min")
 _REDUCING = (torch.amax, "amax", torch.amin, "amin")
 
 
-def _dims(node_args: tuple, kwargs: dict) -> tuple[int, ...] | None:
+def _dims(node_args: tuple, kwargs: dict) -> tuple[object, ...] | None:
+    """Reduced dims of max/min(x, dim) (None: over everything)."""
     dim = node_args[1] if len(node_args) > 1 else kwargs.get("dim")
-    if dim is None or not isinstance(dim, int | tuple | list):
+    if dim is None:
         return None
     return tuple(dim) if isinstance(dim, tuple | list) else (dim,)
 
@@ -95,7 +98,7 @@ class MaxOverDimsRule(Rule):
 
     def _call(self, step: Step) -> tuple[object, tuple[int, ...], bool, bool]:
         """(input, reduced dims, keepdim, whether it is a min)."""
-        args = step.node.operands
+        args = step.args[2:] if step.node.target is select_output else step.args
         kwargs = step.kwargs
         fn = step.args[0] if step.node.target is select_output else step.node.target
         keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
@@ -128,7 +131,9 @@ class MaxOverDimsRule(Rule):
 
 
 def _over_dims(node: OpNode) -> bool:
-    return _dims(node.operands, node.fx_node.kwargs) is not None
+    """max(x, dim), not the element-wise max of two input-dependent tensors."""
+    dims = _dims(node.operands, node.fx_node.kwargs)
+    return dims is not None and not any(node.is_live_arg(d) for d in dims)
 
 
 _over = MaxOverDimsRule()

@@ -13,7 +13,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from ..backward import kernels
 from ..trace.composite.block_linear import block_linear
-from .base import TERM_BUDGET, Rule, live_point_chunks, sum_to_shape, unsupported
-from .ruleset import Entry, live_operands, ops
+from .base import TERM_BUDGET, Rule, live_point_chunks, pool_dims, sum_to_shape, unsupported
+from .ruleset import Entry, Where, live_operands, ops
 
 if TYPE_CHECKING:
     from ..backward.step import Step, SynapseTarget
@@ -359,27 +359,31 @@ class AddSubRule(Rule):
         step.send(live, sum_to_shape(signs, step.value(live).shape))
 
 
-def _window_backward(step: Step, x_arg: object, table: Tensor, channels: int) -> None:
-    """Weighted sum over windows given by ``table`` (L_out, K) of flat input positions.
+def _window_backward(step: Step, x_arg: object, table: Tensor, plane: int,
+                     coefficients: Tensor | None = None) -> None:
+    """Weighted sum over windows given by ``table`` (L_out, K) of flat positions in each plane,
+    t = coefficient · Δx (coefficient 1 when none are given).
 
-    The input is seen as (B, channels, P); entries equal to P in the table are padding.
+    The input is seen as (rows, plane) — every leading dim (samples, channels) a row of its
+    own; entries equal to ``plane`` in the table are padding.
     """
     dx = step.delta(x_arg)
-    B = dx.shape[0]
-    x3 = dx.reshape(B * channels, -1)
-    P = x3.shape[1]
-    x3 = torch.cat([x3, x3.new_zeros(B * channels, 1)], dim=1)
+    x2 = dx.reshape(-1, plane)
+    R = x2.shape[0]
+    x2 = torch.cat([x2, x2.new_zeros(R, 1)], dim=1)
     L, K = table.shape
-    c3 = step.c_out.reshape(B, channels, L)
-    y3 = step.value_out.reshape(B, channels, L)
-    in_contrib = torch.zeros(B * channels, P + 1, dtype=torch.float64, device=dx.device)
-    for b, ch, pos, c_sign in live_point_chunks(c3, K):
-        rows = (b * channels + ch)[:, None].expand(-1, K)
+    c3 = step.c_out.reshape(R, 1, L)
+    y3 = step.value_out.reshape(R, 1, L)
+    in_contrib = torch.zeros(R, plane + 1, dtype=torch.float64, device=dx.device)
+    for r, _, pos, c_sign in live_point_chunks(c3, K):
+        rows = r[:, None].expand(-1, K)
         cols = table[pos]
-        terms = x3[rows, cols]
-        signs = step.policy.weighted_sum(terms, c_sign, y3[b, ch, pos].to(torch.float64))
+        terms = x2[rows, cols]
+        if coefficients is not None:
+            terms = terms * coefficients[pos]
+        signs = step.policy.weighted_sum(terms, c_sign, y3[r, 0, pos].to(torch.float64))
         in_contrib.index_put_((rows, cols), signs.to(torch.float64), accumulate=True)
-    step.send(x_arg, in_contrib[:, :P].reshape(dx.shape).round().to(torch.int64))
+    step.send(x_arg, in_contrib[:, :plane].reshape(dx.shape).round().to(torch.int64))
 
 
 def _sliding_table(spatial: tuple[int, ...], out: tuple[int, ...], kernel: tuple, stride: tuple,
@@ -412,8 +416,8 @@ class AvgPoolRule(Rule):
         x_arg = step.arg(0, "input")
         m = step.module
         x = step.value(x_arg)
-        spatial = tuple(x.shape[2:])
-        n = len(spatial)
+        n = pool_dims(step)
+        spatial = tuple(x.shape[-n:])
         if m is not None:
             kernel, stride, padding = m.kernel_size, m.stride, m.padding
         else:
@@ -423,9 +427,9 @@ class AvgPoolRule(Rule):
         kernel = _pair(kernel, n)
         stride = _pair(stride, n) if stride not in (None, [], ()) else kernel
         padding = _pair(padding, n)
-        out = tuple(step.value_out.shape[2:])
+        out = tuple(step.value_out.shape[-n:])
         table = _sliding_table(spatial, out, kernel, stride, padding, x.device)
-        _window_backward(step, x_arg, table, x.shape[1])
+        _window_backward(step, x_arg, table, math.prod(spatial))
 
 
 def _adaptive_windows(size_in: int, size_out: int) -> list[range]:
@@ -444,8 +448,9 @@ class AdaptiveAvgPoolRule(Rule):
     def backward(self, step: Step) -> None:
         x_arg = step.arg(0, "input")
         x = step.value(x_arg)
-        spatial = tuple(x.shape[2:])
-        out = tuple(step.value_out.shape[2:])
+        n = pool_dims(step)
+        spatial = tuple(x.shape[-n:])
+        out = tuple(step.value_out.shape[-n:])
         per_dim = [_adaptive_windows(i, o) for i, o in zip(spatial, out, strict=True)]
         P = math.prod(spatial)
         strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]
@@ -460,7 +465,66 @@ class AdaptiveAvgPoolRule(Rule):
         table = torch.full((len(windows), K), P, dtype=torch.long)
         for i, w in enumerate(windows):
             table[i, : len(w)] = torch.tensor(w)
-        _window_backward(step, x_arg, table.to(x.device), x.shape[1])
+        _window_backward(step, x_arg, table.to(x.device), P)
+
+
+class InterpolationRule(Rule):
+    """``F.interpolate`` / ``nn.Upsample`` with a linear mode (linear, bilinear, bicubic,
+    area): each output point is a fixed weighted sum of input points of its plane, t = c·Δx
+    with the operator's own coefficients c (an nnslicer extension of docs/spec.md §4; nearest
+    modes are data movement)."""
+
+    family = "weighted_sum"
+    channels = "passes"
+
+    #: impulses interpolated at once to read the coefficients (bounds memory)
+    IMPULSES = 1024
+
+    def backward(self, step: Step) -> None:
+        x_arg = step.arg(0, "input")
+        x = step.value(x_arg)
+        spatial, out = tuple(x.shape[2:]), tuple(step.value_out.shape[2:])
+        P, Q = math.prod(spatial), math.prod(out)
+        outs, ins, coefs = [], [], []
+        for start in range(0, P, self.IMPULSES):  # column blocks of the operator's matrix
+            ids = torch.arange(start, min(start + self.IMPULSES, P), device=x.device)
+            impulses = torch.zeros(len(ids), P, dtype=torch.float64, device=x.device)
+            impulses[torch.arange(len(ids)), ids] = 1.0
+            cols = self._apply(step, impulses.view(len(ids), 1, *spatial)).reshape(len(ids), Q)
+            i, o = cols.nonzero(as_tuple=True)
+            outs.append(o)
+            ins.append(ids[i])
+            coefs.append(cols[i, o])
+        table, coefficients = _sparse_rows(torch.cat(outs), torch.cat(ins), torch.cat(coefs),
+                                           Q, P)
+        _window_backward(step, x_arg, table, P, coefficients)
+
+    @staticmethod
+    def _apply(step: Step, impulses: Tensor) -> Tensor:
+        m = step.module
+        if m is not None:
+            return F.interpolate(impulses, size=m.size, scale_factor=m.scale_factor,
+                                 mode=m.mode, align_corners=m.align_corners)
+        args = list(step.args)
+        args[0] = impulses
+        return step.node.target(*args, **step.kwargs)
+
+
+def _sparse_rows(row: Tensor, col: Tensor, value: Tensor, rows: int, sentinel: int
+                 ) -> tuple[Tensor, Tensor]:
+    """Sparse (row, col, value) entries as padded (rows, K) column and value tables, columns
+    ascending in each row; missing entries point at ``sentinel`` with value 0."""
+    order = torch.argsort(row * (sentinel + 1) + col)
+    row, col, value = row[order], col[order], value[order]
+    counts = torch.bincount(row, minlength=rows)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(row), device=row.device) - starts[row]
+    K = max(1, int(counts.max()))
+    table = torch.full((rows, K), sentinel, dtype=torch.long, device=row.device)
+    coefficients = torch.zeros(rows, K, dtype=torch.float64, device=row.device)
+    table[row, slot] = col
+    coefficients[row, slot] = value
+    return table, coefficients
 
 
 class ReductionRule(Rule):
@@ -498,11 +562,25 @@ class ReductionRule(Rule):
         step.send(x_arg, contrib.view(dx.shape).round().to(torch.int64))
 
 
-def _reduced_dims(args: tuple, kwargs: dict) -> tuple[int, ...] | None:
+def _reduced_dims(args: tuple, kwargs: dict) -> tuple[Any, ...] | None:
+    """The dims a reduction reduces (None: all of them); at trace time a dim may still be a
+    node (read from a shape)."""
     dim = args[1] if len(args) > 1 else kwargs.get("dim")
-    if dim is None or isinstance(dim, torch.fx.Node):
+    if dim is None:
         return None
     return tuple(dim) if isinstance(dim, tuple | list) else (dim,)
+
+
+def interpolation_mode(node: OpNode) -> str:
+    """The mode of an interpolate / Upsample node ("nearest" when not given)."""
+    if node.module is not None:
+        return node.module.mode
+    args = node.fx_node.args
+    return node.fx_node.kwargs.get("mode", args[3] if len(args) > 3 else "nearest")
+
+
+def _linear_interpolation(node: OpNode) -> bool:
+    return interpolation_mode(node) not in ("nearest", "nearest-exact")
 
 
 _conv, _linear = ConvRule(), LinearRule()
@@ -522,4 +600,6 @@ ENTRIES: list[Entry] = [
     (ops(nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, F.adaptive_avg_pool1d,
          F.adaptive_avg_pool2d), AdaptiveAvgPoolRule()),
     (ops(torch.mean, "mean", torch.sum, "sum"), ReductionRule()),
+    (ops(F.interpolate, F.upsample, nn.Upsample) & Where(_linear_interpolation, "linear mode"),
+     InterpolationRule()),
 ]

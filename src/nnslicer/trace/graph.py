@@ -290,6 +290,8 @@ def _trace(tracer: ModelTracer, module: nn.Module, model_name: str) -> fx.Graph:
     except Exception as exc:  # fx raises many types; all mean "not traceable"
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         where = user_location(exc)
+        if not tracer.concrete:  # e.g. a traced size used as a slice bound or by math.ceil
+            raise NeedsConcreteShapes(f"{msg} at {where or 'an unknown place'}") from exc
         raise TraceError(
             f"cannot trace {model_name} with torch.fx ({msg})"
             + (f" at {where}" if where else "")

@@ -41,6 +41,8 @@ class TracingHooks(Protocol):
 
     def is_leaf(self, module: nn.Module, qualname: str) -> bool: ...
 
+    def claims_function(self, name: str) -> bool: ...
+
 
 class Composites(Protocol):
     """Expansions of composite layers (see ``trace.composite``)."""
@@ -266,7 +268,7 @@ class ModelTracer(fx.Tracer):
         concrete_args = _optional_arguments(root)
         self._defaults = {f"{k}_1": v for k, v in concrete_args.items()}
         self._defaults.update(concrete_args)
-        with _traced_factories():
+        with _traced_factories(), _unwrapped(self.hooks):
             graph = self.trace(root, concrete_args=concrete_args or None)
         _drop_fixed_arguments(graph)
         return graph
@@ -276,6 +278,24 @@ class ModelTracer(fx.Tracer):
 #: parses their sizes before any proxy could intercept the call
 _FACTORIES = ("zeros", "ones", "full", "empty", "rand", "randn", "randint", "arange", "eye",
               "linspace")
+
+
+@contextlib.contextmanager
+def _unwrapped(hooks: TracingHooks) -> Iterator[None]:
+    """Functions a model marks with ``torch.fx.wrap`` (to hide shape logic from fx) are traced
+    through like any other code, unless a rule claims them by name: with concrete shapes their
+    code traces, and their operators have rules."""
+    table = fx._symbolic_trace._wrapped_fns_to_patch
+    saved = dict(table)
+    try:
+        for key, frame_globals in list(table.items()):
+            own = str(frame_globals.get("__name__", "")).startswith("torch.")  # fx's own
+            if not own and not hooks.claims_function(key[1]):
+                del table[key]
+        yield
+    finally:
+        table.clear()
+        table.update(saved)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from torch import nn
 from ..graph import select_output
 from . import block_linear as blocks
 from .attention import multi_head_attention, scaled_dot_product_attention
+from .embedding_bag import embedding_bag
 from .recurrent import unroll
 
 
@@ -46,9 +47,9 @@ class CompositeLayers:
 
 
 def default_composites() -> CompositeLayers:
-    """LSTM, GRU, RNN, MultiheadAttention and scaled_dot_product_attention."""
+    """LSTM, GRU, RNN, MultiheadAttention, scaled_dot_product_attention, EmbeddingBag."""
     return CompositeLayers(
         modules={nn.LSTM: unroll, nn.GRU: unroll, nn.RNN: unroll,
-                 nn.MultiheadAttention: multi_head_attention},
+                 nn.MultiheadAttention: multi_head_attention, nn.EmbeddingBag: embedding_bag},
         functions={F.scaled_dot_product_attention: scaled_dot_product_attention},
     )
