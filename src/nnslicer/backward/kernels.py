@@ -99,7 +99,7 @@ if AVAILABLE:
     @njit(cache=True)
     def _theta_cut(t, total, mx, theta, cand, top, lo, rest, bid, order, b_pos,
                    b_neg):  # pragma: no cover - compiled
-        """|t| of the k*-th largest term (SPEC §4 step 2), or 0.0 to keep every term.
+        """|t| of the k*-th largest term (docs/spec.md §4, step 2), or 0.0 to keep every term.
 
         cand[:top] are the top-level terms (|t| >= lo); k* is almost always among them, and
         only otherwise are the other non-zero terms gathered into ``rest`` and scanned.

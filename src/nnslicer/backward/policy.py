@@ -1,7 +1,7 @@
 """Selection policies: which edges of an output point are kept, and with which sign.
 
-A rule computes the edges' terms; the policy decides. NNSlicer (SPEC §4) and EffectivePath
-(SPEC §7) share every rule and differ only here.
+A rule computes the edges' terms; the policy decides. NNSlicer (docs/spec.md §4) and EffectivePath
+(docs/spec.md §7) share every rule and differ only here.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class SelectionPolicy(ABC):
 
 
 def theta_keep(terms: Tensor, theta: float) -> tuple[Tensor, Tensor]:
-    """SPEC §4 θ-selection. Returns (kept mask (N, K), T (N,))."""
+    """θ-selection (docs/spec.md §4). Returns (kept mask (N, K), T (N,))."""
     mag = terms.abs()
     total = terms.sum(dim=1)
     if terms.shape[1] == 0:
@@ -68,7 +68,7 @@ class NNSlicerPolicy(SelectionPolicy):
 
     def __init__(self, theta: float = 0.2):
         if not 0.0 <= theta < 1.0:
-            raise ValueError(f"theta must be in [0, 1), got {theta}; SPEC's default is 0.2")
+            raise ValueError(f"theta must be in [0, 1), got {theta}; the default is 0.2")
         self.theta = float(theta)
 
     def weighted_sum(self, terms: Tensor, c_sign: Tensor, y_raw: Tensor) -> Tensor:

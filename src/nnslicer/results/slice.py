@@ -1,4 +1,4 @@
-"""A computed slice (SPEC §5): signed integer contributions of points and synapses."""
+"""A computed slice (docs/spec.md §6): signed integer contributions of points and synapses."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class Slice:
         )
 
     def __add__(self, other: Slice) -> Slice:
-        """Union of two criteria: contributions add up (SPEC §5)."""
+        """Union of two criteria: contributions add up (docs/spec.md §6)."""
         if set(self.synapses) != set(other.synapses) or set(self.neurons) != set(other.neurons):
             raise InputError("cannot add slices of different models")
         a, b = self.total(), other.total()

@@ -9,7 +9,7 @@ Importance per method (larger = kept longer):
 * ``nnslicer``: |Σ contributions| of the synapse over the training samples of the target
   classes, each sample sliced with its own label as the criterion (= ``|slice(x_T, y_T)|``);
 * ``nnslicer-all``: the same over the samples of every class;
-* ``effective-path``: the EffectivePath membership counts (SPEC §7) over the same samples;
+* ``effective-path``: the EffectivePath membership counts (docs/spec.md §7) over the same samples;
 * ``weight``: |w|;  ``random``: uniform noise from ``seed``;
 * ``channel``: whole filters (rows) with the smallest mean |w| go, ``ratio`` of the filters.
 
@@ -21,7 +21,7 @@ important one (whole filter restored) and a :class:`PruneWarning` says so.
 Mean compensation (``compensate=True``) folds what a removed input contributed on average into
 the bias: ``bias[o] += Σ w[o, i] · mean(x_i)`` over the inputs ``i`` that neuron ``o`` lost,
 either because the synapse was pruned or because the neuron feeding ``x_i`` was removed. Means
-come from the original model on the training data (the profile means of the layer inputs, SPEC
+come from the original model on the training data (the profile means of the layer inputs, docs/spec.md
 §2). For a conv, ``mean(x_i)`` of a synapse is the input mean map averaged over the positions
 the synapse sees (its patch offset over all output positions, zero padding included): the shift
 is exact on average over positions, but a bias is one number per channel while the lost term's
@@ -75,7 +75,7 @@ class ClassContributions:
     """Per-class synapse contributions: ``synapses[w][k]`` = Σ over class-k samples (target k).
 
     Computed once per model and data; any class set's importance is then a cheap sum, since
-    the slice of a union of samples is the sum of their slices (SPEC §5).
+    the slice of a union of samples is the sum of their slices (docs/spec.md §6).
     """
 
     method: str  # "nnslicer" or "effective-path"
@@ -453,7 +453,7 @@ def layer_input_means(model: nn.Module, batches: Iterable, graph: ChannelGraph |
                       ) -> dict[str, Tensor]:
     """Mean input of every conv (a (C, H, W) or (C, L) map) and linear layer (per feature).
 
-    These are the SPEC §2 profile means of the layers' input nodes (float64).
+    These are the docs/spec.md §2 profile means of the layers' input nodes (float64).
     """
     graph = graph or analyze_channels(model)
     sums: dict[str, Tensor] = {}
