@@ -83,3 +83,42 @@ def test_float32_values_are_summed_in_float64() -> None:
                    for x, c in zip(batches, labels, strict=True))
         assert profile.class_sums[name].dtype == torch.float64
         torch.testing.assert_close(profile.class_sums[name], want, rtol=1e-15, atol=0.0)
+
+
+def test_class_tables_are_the_callers_choice() -> None:
+    import warnings
+
+    import nnslicer
+    from nnslicer.profile import profile as profile_module
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    x = torch.randn(64, 6)
+    labels = torch.arange(64) % 4
+    data = list(zip(x.split(16), labels.split(16), strict=True))
+    full = nnslicer.Slicer(model).profile(data, classes="all")
+    some = nnslicer.Slicer(model).profile(data, classes=[1, 3])
+    none = nnslicer.Slicer(model).profile(data, classes=None)
+    for name, total in full.sums.items():  # the overall means never depend on the choice
+        torch.testing.assert_close(some.sums[name], total, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(none.sums[name], total, rtol=1e-12, atol=1e-12)
+    cls = torch.tensor([3, 1, 3])
+    for name in full.sums:
+        torch.testing.assert_close(some.class_mean(name, cls), full.class_mean(name, cls))
+    with pytest.raises(nnslicer.InputError, match=r"class\(es\) \[0\] have no per-class mean"):
+        some.class_mean("_0", torch.tensor([0, 1]))
+    predicted = sorted(set(model(x[:2]).argmax(1).tolist()))  # reference="class" reads these
+    slicer = nnslicer.Slicer(model)
+    slicer.profile(data, classes=predicted)
+    assert slicer.slice(x[:2], reference="class").synapses["0.weight"].any()
+    old = profile_module.CLASS_TABLE_BUDGET
+    profile_module.CLASS_TABLE_BUDGET = 16  # bytes: too small for any class table
+    try:
+        with pytest.warns(UserWarning, match="per-class means of 4 classes would take"):
+            auto = nnslicer.Slicer(model).profile(data)
+        assert auto.class_ids.numel() == 0
+    finally:
+        profile_module.CLASS_TABLE_BUDGET = old
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nnslicer.Slicer(model).profile(data).class_ids.numel() == 4

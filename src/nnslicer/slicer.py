@@ -16,7 +16,7 @@ from .criterion import Neurons, Target, criterion_seeds, merge_parts, resolve_ta
 from .errors import InputError, TraceError
 from .forward.recorder import learn_layouts, record_values
 from .parallel.executor import Executor, SerialExecutor, make_executor
-from .profile.profile import Profile, check_batch, profile_batches
+from .profile.profile import ClassChoice, Profile, check_batch, profile_batches
 from .results.slice import Slice
 from .rules.default import default_rules
 from .rules.ruleset import RuleSet
@@ -119,20 +119,27 @@ class Slicer:
                  "shape": graph.sample_shapes.get(n.name)} for n in graph.live_nodes()]
 
     # ----------------------------------------------------------------- profiling
-    def profile(self, data: Iterable | Tensor, *, progress: bool | None = None) -> Profile:
-        """Profile over ``data`` (batches of inputs or of (inputs, labels)) and keep it."""
+    def profile(self, data: Iterable | Tensor, *, classes: ClassChoice = "auto",
+                progress: bool | None = None) -> Profile:
+        """Profile over ``data`` (batches of inputs or of (inputs, labels)) and keep it.
+
+        ``classes``: which classes get per-class means (for ``reference="class"``): "auto"
+        (all when their table fits ``profile.CLASS_TABLE_BUDGET`` bytes, else none, with a
+        warning), "all", None, or a list of class indices.
+        """
         show = self.progress if progress is None else progress
-        self._profile = self.executor.profile(self, data, progress=show)
+        self._profile = self.executor.profile(self, data, progress=show, classes=classes)
         return self._profile
 
-    def profile_here(self, data: Iterable | Tensor, progress: bool = False) -> Profile:
+    def profile_here(self, data: Iterable | Tensor, progress: bool = False,
+                     classes: ClassChoice = "auto") -> Profile:
         """Profile in this process (what the serial executor and every Ray worker run)."""
         def prepare(x: Tensor) -> tuple[OperatorGraph, Tensor]:
             graph = self.ready(x)
             return graph, _matching_dtype(x, graph)
 
         return profile_batches(prepare, data, progress=progress, device=self.device,
-                               chunk_size=4 * self.batch_size)
+                               chunk_size=4 * self.batch_size, classes=classes)
 
     def use_profile(self, profile: Profile | str | Path) -> Profile:
         """Use a saved or computed profile; ProfileMismatch if it belongs to another model."""

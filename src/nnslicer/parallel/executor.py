@@ -15,13 +15,14 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from ..criterion import Target
-    from ..profile.profile import Profile
+    from ..profile.profile import ClassChoice, Profile
     from ..results.slice import Slice
     from ..slicer import Slicer
 
 
 class Executor(Protocol):
-    def profile(self, slicer: Slicer, data: Iterable | Tensor, progress: bool) -> Profile: ...
+    def profile(self, slicer: Slicer, data: Iterable | Tensor, progress: bool,
+                classes: ClassChoice = "auto") -> Profile: ...
 
     def slice(self, slicer: Slicer, x: Tensor, target: Target, reference: str,
               per_sample: bool, wanted: frozenset[str] | None) -> Slice: ...
@@ -30,8 +31,9 @@ class Executor(Protocol):
 class SerialExecutor:
     """Everything in this process."""
 
-    def profile(self, slicer: Slicer, data: Iterable | Tensor, progress: bool) -> Profile:
-        return slicer.profile_here(data, progress)
+    def profile(self, slicer: Slicer, data: Iterable | Tensor, progress: bool,
+                classes: ClassChoice = "auto") -> Profile:
+        return slicer.profile_here(data, progress, classes)
 
     def slice(self, slicer: Slicer, x: Tensor, target: Target, reference: str,
               per_sample: bool, wanted: frozenset[str] | None) -> Slice:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ..backward import kernels
 from ..errors import InputError
-from ..profile.profile import Profile, iter_batches
+from ..profile.profile import ClassChoice, Profile, iter_batches
 
 if TYPE_CHECKING:
     from ..backward.policy import SelectionPolicy
@@ -176,12 +176,12 @@ class ShardWorker:
         return s.neurons, s.synapses, s.meta
 
     def profile(self, shared: list[Any], index: int,
-                batches: list[tuple[Tensor, Tensor | None]],
+                batches: list[tuple[Tensor, Tensor | None]], classes: ClassChoice = "auto",
                 crash: tuple[str, int] | None = None) -> Profile:
         slicer = self._slicer(shared)
         _maybe_crash(crash, index)
         data = [x if y is None else (x, y) for x, y in batches]
-        return slicer.profile_here(data, progress=False)
+        return slicer.profile_here(data, progress=False, classes=classes)
 
 
 # ---------------------------------------------------------------------------------- driver side
@@ -369,7 +369,8 @@ class RayPool:
         return Slice(neurons, synapses, meta)
 
     # ------------------------------------------------------------------- profiling
-    def profile(self, data: Iterable | Tensor, *, shard_batches: int = 4) -> Profile:
+    def profile(self, data: Iterable | Tensor, *, shard_batches: int = 4,
+                classes: ClassChoice = "auto") -> Profile:
         """Profile of ``data`` computed by the workers, ``shard_batches`` batches per shard.
 
         Shard profiles are added in shard order (deterministic); the sums equal the serial
@@ -393,10 +394,10 @@ class RayPool:
                                      f"{shape[0]} was expected")
                 group.append((x.detach().cpu(), None if y is None else y.detach().cpu()))
                 if len(group) == shard_batches:
-                    yield index, (group,)
+                    yield index, (group, classes)
                     group, index = [], index + 1
             if group:
-                yield index, (group,)
+                yield index, (group, classes)
 
         done: dict[int, Profile] = {}
         total: list[Profile] = []
@@ -443,10 +444,10 @@ def ray_slice(slicer: Slicer, x: Tensor, target: Target = None, reference: str =
 
 
 def ray_profile(slicer: Slicer, data: Iterable | Tensor, *, address: str | None = None,
-                num_workers: int = 2, shard_batches: int = 4,
+                num_workers: int = 2, shard_batches: int = 4, classes: ClassChoice = "auto",
                 max_retries: int = DEFAULT_MAX_RETRIES,
                 _crash: tuple[str, int] | None = None) -> Profile:
-    """``slicer.profile(data)`` computed by Ray actors; the slicer keeps the result.
+    """``slicer.profile(data, classes=...)`` computed by Ray actors; the slicer keeps it.
 
     ``data`` is what ``slicer.profile`` takes (batches of inputs or (inputs, labels), or one
     tensor); ``shard_batches`` consecutive batches go to a worker at a time. Counts and the
@@ -455,7 +456,7 @@ def ray_profile(slicer: Slicer, data: Iterable | Tensor, *, address: str | None 
     """
     with RayPool(slicer, address=address, num_workers=num_workers, max_retries=max_retries,
                  with_profile=False, _crash=_crash) as pool:
-        profile = pool.profile(data, shard_batches=shard_batches)
+        profile = pool.profile(data, shard_batches=shard_batches, classes=classes)
     return slicer.use_profile(profile)
 
 
@@ -467,14 +468,16 @@ class RayExecutor:
         self.address = address
         self.num_workers = num_workers
 
-    def profile(self, slicer: Slicer, data: Iterable | Tensor, progress: bool) -> Profile:
+    def profile(self, slicer: Slicer, data: Iterable | Tensor, progress: bool,
+                classes: ClassChoice = "auto") -> Profile:
         batches = iter_batches(data)
         first = next(batches, None)
         if first is None:
             raise InputError("the profiling data is empty; give at least one batch")
         slicer.ready(first[0])  # a model traced at its first input is traced here
         data = itertools.chain([first], batches)
-        return ray_profile(slicer, data, address=self.address, num_workers=self.num_workers)
+        return ray_profile(slicer, data, address=self.address, num_workers=self.num_workers,
+                           classes=classes)
 
     def slice(self, slicer: Slicer, x: Tensor, target: Target, reference: str,
               per_sample: bool, wanted: frozenset[str] | None) -> Slice:

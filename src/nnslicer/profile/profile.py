@@ -8,7 +8,8 @@ accumulated with their samples first (trace.layout), so a node whose batch is no
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +74,23 @@ def iter_batches(data: Any) -> Iterator[tuple[Tensor, Tensor | None]]:
 
 
 class Profile:
-    """Dataset means of every live node, and per-class sums and counts."""
+    """Dataset means of every live node, per-class sums of the kept classes, and per-class
+    counts of every class.
+
+    ``class_ids`` are the classes with per-class sums (row i of ``class_sums[name]`` is class
+    ``class_ids[i]``); all of them unless profiled with ``classes=``.
+    """
 
     def __init__(self, sums: dict[str, Tensor], class_sums: dict[str, Tensor],
-                 class_counts: Tensor, fingerprint: dict[str, Any]):
+                 class_counts: Tensor, fingerprint: dict[str, Any],
+                 class_ids: Tensor | None = None):
         self.sums = sums
         self.class_sums = class_sums
         self.class_counts = class_counts
         self.fingerprint = fingerprint
+        if class_ids is None:
+            class_ids = torch.arange(class_counts.numel(), device=class_counts.device)
+        self.class_ids = class_ids
 
     @property
     def count(self) -> int:
@@ -102,13 +112,24 @@ class Profile:
     def to(self, device: torch.device | str) -> Profile:
         return Profile({k: v.to(device) for k, v in self.sums.items()},
                        {k: v.to(device) for k, v in self.class_sums.items()},
-                       self.class_counts.to(device), self.fingerprint)
+                       self.class_counts.to(device), self.fingerprint, self.class_ids.to(device))
 
     def mean(self, name: str) -> Tensor:
         return self.sums[name] / self.count
 
     def class_mean(self, name: str, classes: Tensor) -> Tensor:
         """Per-sample reference (B, *shape): the mean of each sample's class."""
+        rows = torch.full((self.num_classes,), -1, dtype=torch.long, device=classes.device)
+        rows[self.class_ids.to(classes.device)] = torch.arange(len(self.class_ids),
+                                                               device=classes.device)
+        kept = rows[classes]
+        if (kept < 0).any():
+            missing = sorted(set(classes[kept < 0].tolist()))
+            raise InputError(
+                f"class(es) {missing} have no per-class mean in this profile (profiled with "
+                f"classes={self.class_ids.tolist()[:10]}…); profile with classes=... including "
+                "them, or use reference='dataset'"
+            )
         counts = self.class_counts[classes]
         if (counts == 0).any():
             absent = sorted(set(classes[counts == 0].tolist()))
@@ -116,18 +137,21 @@ class Profile:
                 f"class(es) {absent} have no profiling samples, so reference='class' has no mean "
                 "for them; profile with data of every class or use reference='dataset'"
             )
-        sums = self.class_sums[name][classes]
+        sums = self.class_sums[name][kept]
         return sums / counts.view(-1, *([1] * (sums.dim() - 1))).to(sums.dtype)
 
     def __add__(self, other: Profile) -> Profile:
         """Profile of the union of both datasets (for sharded profiling)."""
         if fingerprint_differences(self.fingerprint, other.fingerprint):
             raise ProfileMismatch("cannot add profiles of different models")
+        if not torch.equal(self.class_ids.cpu(), other.class_ids.cpu()):
+            raise ProfileMismatch("cannot add profiles that keep different classes")
         return Profile(
             {k: v + other.sums[k] for k, v in self.sums.items()},
             {k: v + other.class_sums[k] for k, v in self.class_sums.items()},
             self.class_counts + other.class_counts,
             self.fingerprint,
+            self.class_ids,
         )
 
     def check_model(self, graph: OperatorGraph) -> None:
@@ -141,10 +165,11 @@ class Profile:
             )
 
     def save(self, path: str | Path) -> Path:
-        tensors = {"class_counts": self.class_counts}
+        tensors = {"class_counts": self.class_counts, "class_ids": self.class_ids}
         for name, t in self.sums.items():
             tensors[f"sum/{name}"] = t
-            tensors[f"class_sum/{name}"] = self.class_sums[name]
+            if name in self.class_sums:
+                tensors[f"class_sum/{name}"] = self.class_sums[name]
         return save_tensors(path, tensors, {"kind": "profile", "fingerprint": self.fingerprint})
 
     @classmethod
@@ -152,7 +177,8 @@ class Profile:
         tensors, meta = load_tensors(path, "profile")
         sums = {k[4:]: v for k, v in tensors.items() if k.startswith("sum/")}
         class_sums = {k[10:]: v for k, v in tensors.items() if k.startswith("class_sum/")}
-        return cls(sums, class_sums, tensors["class_counts"], meta["fingerprint"])
+        return cls(sums, class_sums, tensors["class_counts"], meta["fingerprint"],
+                   tensors.get("class_ids"))
 
 
 def check_batch(x: Tensor, expected: tuple[int, ...] | None, what: str) -> None:
@@ -180,8 +206,17 @@ def _check_logits(logits: object) -> Tensor:
     return logits
 
 
+#: Largest per-class table (classes × points × 8 bytes) profiled by default.
+CLASS_TABLE_BUDGET = 2 << 30
+
+#: Which classes get per-class sums: "auto" (all when the table fits CLASS_TABLE_BUDGET, else
+#: none, with a warning), "all", None (none) or a list of class indices.
+ClassChoice = str | None | Sequence[int]
+
+
 class _ClassSums:
-    """Per-class float64 sums of every live node and per-class counts, filled batch by batch."""
+    """Float64 sums of every live node — overall, and per kept class — and per-class counts,
+    filled batch by batch. With every class kept the overall sums are the class rows' sum."""
 
     # Large values are added per run of same-class samples, in place (a float32 sample into a
     # float64 row converts on the fly; a run of several is summed in float64 first, so the big
@@ -190,8 +225,14 @@ class _ClassSums:
     # than they save.
     PER_SAMPLE_MIN = 16384
 
-    def __init__(self, num_classes: int, device: torch.device):
+    def __init__(self, num_classes: int, kept: list[int], device: torch.device):
         self.sums: dict[str, Tensor] = {}
+        self.totals: dict[str, Tensor] = {}
+        self.kept = kept
+        self.every_class = kept == list(range(num_classes))
+        self.row = torch.full((num_classes,), -1, dtype=torch.long, device=device)
+        self.row[torch.tensor(kept, dtype=torch.long, device=device)] = torch.arange(
+            len(kept), device=device)
         self.counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
 
     def check(self, classes: Tensor) -> None:
@@ -202,21 +243,62 @@ class _ClassSums:
     def add(self, name: str, v: Tensor, classes: Tensor, runs: list[tuple[int, int, int]]
             ) -> None:
         """Add a batch's values of one node; ``runs`` = (class, start, stop) of ``classes``."""
+        if not self.every_class:
+            total = self.totals.get(name)
+            if total is None:
+                total = self.totals[name] = torch.zeros(v.shape[1:], dtype=torch.float64,
+                                                        device=v.device)
+            total.add_(v.sum(0, dtype=torch.float64))
+            if not self.kept:
+                return
         sums = self.sums.get(name)
         if sums is None:
-            sums = self.sums[name] = torch.zeros(self.counts.numel(), *v.shape[1:],
+            sums = self.sums[name] = torch.zeros(len(self.kept), *v.shape[1:],
                                                  dtype=torch.float64, device=v.device)
-        if v[0].numel() >= self.PER_SAMPLE_MIN:
+        if v[0].numel() >= self.PER_SAMPLE_MIN or not self.every_class:
             for c, start, stop in runs:
+                r = int(self.row[c])
+                if r < 0:
+                    continue
                 if stop - start == 1:
-                    sums[c].add_(v[start])
+                    sums[r].add_(v[start])
                 else:
-                    sums[c].add_(v[start:stop].sum(0, dtype=torch.float64))
+                    sums[r].add_(v[start:stop].sum(0, dtype=torch.float64))
         else:  # index_add_ is ~5x cheaper than a (classes x batch) one-hot GEMM on CPU
             sums.index_add_(0, classes, v.to(torch.float64))
 
     def count(self, classes: Tensor) -> None:
         self.counts += torch.bincount(classes, minlength=self.counts.numel())
+
+    def overall(self) -> dict[str, Tensor]:
+        if self.every_class:
+            return {name: t.sum(0) for name, t in self.sums.items()}
+        return self.totals
+
+
+def _kept_classes(choice: ClassChoice, num_classes: int, points: int) -> list[int]:
+    """The classes whose per-class sums a profile keeps (see ClassChoice)."""
+    if choice == "all":
+        return list(range(num_classes))
+    if choice is None:
+        return []
+    if choice == "auto":
+        size = num_classes * points * 8
+        if size <= CLASS_TABLE_BUDGET:
+            return list(range(num_classes))
+        warnings.warn(
+            f"per-class means of {num_classes} classes would take {size / 2**30:.1f} GiB (over "
+            f"{CLASS_TABLE_BUDGET / 2**30:.0f} GiB): profiling without them, so "
+            "reference='class' is unavailable; pass classes=[...] to keep some", stacklevel=4)
+        return []
+    if isinstance(choice, str):
+        raise InputError(f"classes must be 'auto', 'all', None or a list of class indices, got "
+                         f"{choice!r}")
+    kept = sorted({int(c) for c in choice})
+    if any(not 0 <= c < num_classes for c in kept):
+        raise InputError(f"classes must be in [0, {num_classes}) for this model's "
+                         f"{num_classes} outputs, got {kept}")
+    return kept
 
 
 def _runs(classes: Tensor) -> list[tuple[int, int, int]]:
@@ -241,14 +323,15 @@ Prepare = Callable[[Tensor], tuple[OperatorGraph, Tensor]]
 
 
 def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
-                    device: torch.device | str = "cpu", chunk_size: int = 64) -> Profile:
-    """Accumulate sums (float64) over every batch of ``data``; the model runs once per sample.
+                    device: torch.device | str = "cpu", chunk_size: int = 64,
+                    classes: ClassChoice = "auto") -> Profile:
+    """Accumulate sums (float64) over every batch of ``data``; the model runs once per sample,
+    ``chunk_size`` samples at a time (so memory does not grow with the caller's batch size).
 
-    Labelled batches are streamed: each node's value is added to its class sums as soon as it is
-    computed, so memory stays at inference level. Unlabelled samples count for the class the
-    model predicts, known only at the end of the pass, so every node's value is held until then
-    (so are the first batch's, until the number of classes is known); held batches run
-    ``chunk_size`` samples at a time to bound that memory.
+    Labelled chunks are streamed: each node's value is added to its sums as soon as it is
+    computed. Unlabelled samples count for the class the model predicts, known only at the end
+    of the pass, so a chunk's values are held until then (so are the first chunk's, until the
+    number of classes is known). ``classes``: which classes get per-class sums (ClassChoice).
     """
     from tqdm.auto import tqdm
 
@@ -263,28 +346,28 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
         graph, x = prepare(x)
         layouts = graph.layouts or {}
         x = x.to(device)
-        classes = None
-        if labels is not None:
-            classes = labels.to(x.device).long()
-            if classes.numel() != x.shape[0]:
-                raise InputError(f"{classes.numel()} labels for a batch of {x.shape[0]} inputs")
-        if classes is not None and acc is not None:
-            acc.check(classes)
-            # samples of one class next to each other: each class row is updated once per batch
-            classes, order = classes.sort(stable=True)
-            x = x[order]
-            add = functools.partial(acc.add, classes=classes, runs=_runs(classes))
-            stream_values(graph, x, _samples_first(layouts, x.shape[0], add))
-            acc.count(classes)
-            continue
+        labels = None if labels is None else labels.to(x.device).long()
+        if labels is not None and labels.numel() != x.shape[0]:
+            raise InputError(f"{labels.numel()} labels for a batch of {x.shape[0]} inputs")
         for start in range(0, x.shape[0], chunk_size):
-            held: list[tuple[str, Tensor]] = []
             part_x = x[start:start + chunk_size]
+            part = None if labels is None else labels[start:start + chunk_size]
+            if part is not None and acc is not None:
+                acc.check(part)
+                # samples of one class side by side: each class row is updated once per run
+                part, order = part.sort(stable=True)
+                add = functools.partial(acc.add, classes=part, runs=_runs(part))
+                stream_values(graph, part_x[order], _samples_first(layouts, len(part), add))
+                acc.count(part)
+                continue
+            held: list[tuple[str, Tensor]] = []
             logits = _check_logits(stream_values(graph, part_x, _samples_first(
                 layouts, part_x.shape[0], lambda name, v, held=held: held.append((name, v)))))
             if acc is None:
-                acc = _ClassSums(logits.shape[1], x.device)
-            part = logits.argmax(1) if classes is None else classes[start:start + chunk_size]
+                points = sum(v[0].numel() for _, v in held)
+                kept = _kept_classes(classes, logits.shape[1], points)
+                acc = _ClassSums(logits.shape[1], kept, x.device)
+            part = logits.argmax(1) if part is None else part
             acc.check(part)
             runs = _runs(part)
             for name, v in held:
@@ -292,9 +375,10 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
             acc.count(part)
     if acc is None:
         raise InputError("the profiling data is empty; give at least one batch")
-    sums = {name: t.sum(0) for name, t in acc.sums.items()}
+    sums = acc.overall()
     shapes = {name: list(t.shape) for name, t in sums.items()}
     fp = fingerprint(graph, shapes)
     fp["input_shape"] = list(input_shape)
     fp["input_dtype"] = str(input_dtype).removeprefix("torch.")
-    return Profile(sums, acc.sums, acc.counts, fp)
+    return Profile(sums, acc.sums, acc.counts, fp,
+                   torch.tensor(acc.kept, dtype=torch.long, device=acc.counts.device))
