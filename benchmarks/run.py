@@ -12,8 +12,12 @@ then timed ``--repeats`` times; the median is reported. A case whose single call
     python benchmarks/run.py --cases resnet10 --no-ray --out /tmp/r.json
 
 Cases: ``lenet5`` (1×28×28), ``resnet10`` and ``resnet18`` (CIFAR-style, 3×32×32, width 64, i.e.
-64–512 channels). Ray 1 vs 2 workers runs on ResNet-10 when resnet10 is among the cases and Ray
-is installed (``--no-ray`` skips it).
+64–512 channels), ``mobilenetv2`` and ``mobilenetv2-se`` (CIFAR-style, 3×32×32, the standard
+channel counts; -se: squeeze-excitation in every inverted residual), ``vit`` (3×32×32, patch 4,
+dim 64, 4 blocks), ``lstm`` (MNIST rows: 28 steps of 28, hidden 64), ``resnet50`` and ``vit-s16``
+(3×224×224, 1 000 classes: ImageNet scale; the profile keeps no class table, which would not
+fit). Ray 1 vs 2 workers runs on ResNet-10 when resnet10 is among the cases and Ray is installed
+(``--no-ray`` skips it).
 """
 
 from __future__ import annotations
@@ -40,13 +44,26 @@ MODELS: dict[str, dict[str, Any]] = {
                  "kwargs": {"in_channels": 3, "num_classes": 10, "width": 64}},
     "resnet18": {"arch": "resnet18", "shape": (3, 32, 32),
                  "kwargs": {"in_channels": 3, "num_classes": 10, "width": 64}},
+    "mobilenetv2": {"arch": "mobilenetv2", "shape": (3, 32, 32),
+                    "kwargs": {"in_channels": 3, "num_classes": 10, "width": 32}},
+    "mobilenetv2-se": {"arch": "mobilenetv2-se", "shape": (3, 32, 32),
+                       "kwargs": {"in_channels": 3, "num_classes": 10, "width": 32}},
+    "vit": {"arch": "vit", "shape": (3, 32, 32),
+            "kwargs": {"in_channels": 3, "num_classes": 10, "input_size": 32}},
+    "lstm": {"arch": "lstm", "shape": (1, 28, 28),
+             "kwargs": {"in_channels": 1, "num_classes": 10, "input_size": 28}},
+    "resnet50": {"arch": "resnet50", "shape": (3, 224, 224),
+                 "kwargs": {"in_channels": 3, "num_classes": 1000, "width": 64}},
+    "vit-s16": {"arch": "vit-s16", "shape": (3, 224, 224),
+                "kwargs": {"in_channels": 3, "num_classes": 1000, "input_size": 224}},
 }
 THETA = 0.2
 BATCHES = (1, 16)
 PROFILE_BATCH = 16
 # enough samples that per-call costs (allocating the float64 sums, hashing the weights) are
 # amortised as they are over a training set
-PROFILE_SAMPLES = {"lenet5": 1024, "resnet10": 256, "resnet18": 256}
+PROFILE_SAMPLES = {"lenet5": 1024, "resnet10": 256, "resnet18": 256, "mobilenetv2": 256,
+                   "mobilenetv2-se": 256, "vit": 256, "lstm": 256, "resnet50": 32, "vit-s16": 32}
 RAY_SHARD = 4  # samples per Ray task (and the workers' slicer batch size)
 WEIGHT_SEED, INPUT_SEED = 0, 1
 

@@ -479,3 +479,14 @@ def test_nodes_lists_names_modules_and_shapes() -> None:
     assert rows["flatten"]["operator"] == "flatten" and rows["fc1"]["shape"] == (6,)
     # a module name resolves to the node it produces
     assert slicer.graph.resolve("fc2").name == "fc2"
+
+
+def test_composite_doc_shows_what_the_engine_prints() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "docs" / "composite_example.py")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() in (root / "docs" / "composite.md").read_text()
