@@ -84,7 +84,8 @@ def test_build_forward_and_fx_trace(arch: str, kwargs: dict, shape: tuple) -> No
 
 
 def test_architecture_list() -> None:
-    assert ARCHITECTURES == ("lenet5", "resnet10", "resnet18")
+    assert ARCHITECTURES[:3] == ("lenet5", "resnet10", "resnet18")
+    assert len(set(ARCHITECTURES)) == len(ARCHITECTURES)
     with pytest.raises(ValueError, match="lenet5, resnet10, resnet18"):
         build_model("vgg16")
     with pytest.raises(ValueError, match="num_classes"):
@@ -337,7 +338,7 @@ def test_load_user_model_bad_weights(tmp_path: Path, user_module: str) -> None:
         load_user_model(spec, str(tmp_path / "other.pt"))
 
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ModelLoadError, match="cannot read weights"):
+    with pytest.raises(ModelLoadError, match="not a safetensors or torch.save file"):
         load_user_model(spec, str(tmp_path / "junk.pt"))
 
     torch.save({"optimizer": [1, 2, 3]}, tmp_path / "nostate.pt")
