@@ -77,6 +77,23 @@ Choices where SPEC leaves room (documented so a reviewer can check them):
 * Dropout of every kind (modules in eval, functions with ``training=False``), Identity,
   ``contiguous``/``clone``/``detach`` are data movement; stochastic depth / drop-path modules
   that return their input in eval trace to nothing.
+* Recurrent layers (``recurrent.py``): the terms of a gate's weighted sum are ordered x_t's
+  features, then h_{t−1}'s; at the first step h_{−1} = c_{−1} = 0 are constants, so products
+  with them are left out and GRU's ``r ⊙ b_hn`` is a scale by the constant ``b_hn``. One node
+  per tensor of PyTorch's equations: ``x_t = input[:, t]`` is a slice (movement); a layer after
+  a bidirectional one reads ``cat(h_t, h_t_reverse)`` (movement), after a unidirectional one
+  ``h_t`` itself.
+* Attention (``attention.py``): the per-head split/merge movements are read through directly
+  (they are one-to-one, so no synapse or other point changes); the scale ``1/√d`` is a scale
+  node after ``q @ kᵀ``.
+* Criterion names: a name that is both a node's and a module's is the node. An int index picks
+  the per-sample dim 0 (the channel; for a ``(F,)`` node one point).
+* Profile sums are float64 torch sums over each batch's samples added batch by batch (like
+  the v1 reference), then divided by the count.
+* Softmax/log-softmax, LayerNorm/RMSNorm, Linear, activations, scales, products, ``+``/``−``,
+  Embedding and data movement also work on nodes whose batch dim is not first (e.g.
+  ``(T, B, H)`` around a ``batch_first=False`` LSTM); convolutions, pooling, mean/sum/max over
+  dims, matrix products and GroupNorm/InstanceNorm need it first.
 """
 
 from __future__ import annotations
@@ -987,6 +1004,13 @@ class ReferenceSlicer:
             if n.name in in_order:
                 order.append(in_order[n.name])
         self.order = order
+        for node in order:  # readers of a composite's outputs read its internal nodes
+            rule = node.rule
+            if rule is not None and rule.kind == "move" and rule.attrs["op"] == "composite":
+                exp = self.expansions[rule.attrs["root"]]
+                if rule.attrs["path"] in exp.outputs:
+                    rule.inputs = list(exp.outputs[rule.attrs["path"]][0])
+                    rule.params = [None] * len(rule.inputs)
 
     def _build_expansion(self, n: fx.Node, raw: dict[str, Any]) -> Expansion:
         if n.name in self.composites:
@@ -1152,38 +1176,41 @@ class ReferenceSlicer:
     # --- §2 profiling ---------------------------------------------------------------------------
 
     def profile(self, data: Iterable[Any]) -> None:
-        sums: dict[str, np.ndarray] = {}
-        class_sums: dict[int, dict[str, np.ndarray]] = {}
+        """SPEC §2: per point, the mean over the data (float64 torch sums, batch by batch), and
+        per class (the label given, or the model's prediction for unlabeled data)."""
+        sums: dict[str, torch.Tensor] = {}
+        class_sums: dict[int, dict[str, torch.Tensor]] = {}
         class_counts: dict[int, int] = {}
         count = 0
         for item in data:
             if isinstance(item, (tuple, list)) and len(item) == 2:
                 x, labels = item
-                labels = torch.as_tensor(labels).reshape(-1).long().numpy()
+                labels = torch.as_tensor(labels).reshape(-1).long()
             else:
                 x, labels = item, None
             fwd = self._forward(torch.as_tensor(x))
             if labels is None:  # unlabeled data: the class is the model's prediction
-                labels = fwd.values[self.output_name].argmax(axis=1)
+                labels = torch.from_numpy(fwd.values[self.output_name].argmax(axis=1))
             for node in self.order:
-                v = self._batch_first(fwd, node.name)
+                v = torch.from_numpy(self._batch_first(fwd, node.name))
                 if node.name not in sums:
-                    sums[node.name] = np.zeros(v.shape[1:], dtype=np.float64)
-                sums[node.name] += v.sum(axis=0)
-                for k in np.unique(labels).tolist():
+                    sums[node.name] = torch.zeros(v.shape[1:], dtype=torch.float64)
+                sums[node.name] += v.sum(dim=0)
+                for k in labels.unique().tolist():
                     cs = class_sums.setdefault(int(k), {})
                     if node.name not in cs:
-                        cs[node.name] = np.zeros(v.shape[1:], dtype=np.float64)
-                    cs[node.name] += v[labels == k].sum(axis=0)
+                        cs[node.name] = torch.zeros(v.shape[1:], dtype=torch.float64)
+                    cs[node.name] += v[labels == k].sum(dim=0)
             for k in labels.tolist():
                 class_counts[int(k)] = class_counts.get(int(k), 0) + 1
             count += len(labels)
         assert count > 0, "empty profiling set"
         self._sums, self._count = sums, count
         self._class_sums, self._class_counts = class_sums, class_counts
-        self.dataset_mean = {k: v / count for k, v in sums.items()}
+        self.dataset_mean = {k: (v / count).numpy() for k, v in sums.items()}
         self.class_mean = {
-            c: {k: v / class_counts[c] for k, v in cs.items()} for c, cs in class_sums.items()
+            c: {k: (v / class_counts[c]).numpy() for k, v in cs.items()}
+            for c, cs in class_sums.items()
         }
 
     def _batch_first(self, fwd: _Forward, name: str) -> np.ndarray:
@@ -1651,6 +1678,8 @@ class ReferenceSlicer:
     def _move_map(self, node: Node, fwd: _Forward) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(slot names, slot, flat source) of every per-sample output point of a movement."""
         rule = node.rule
+        if rule.attrs["op"] == "map":  # a fixed map (internal movement of a composite layer)
+            return rule.attrs["map"]
         if rule.attrs["op"] == "composite":
             exp = self.expansions[rule.attrs["root"]]
             path = rule.attrs["path"]

@@ -1,0 +1,411 @@
+"""The rules' data and their edge tables (SPEC §4), plain NumPy loops over points.
+
+Every rule knows its source nodes ("slots", in operand order) and, per output point (flat index
+into the node's per-sample output, row-major), its edges. Nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .selection import sign
+
+
+class ReferenceUnsupported(Exception):
+    """The reference has no rule for this node (mirrors the engine's UnsupportedOperation)."""
+
+
+@dataclass
+class Rule:
+    """How one node's output points send C to their sources.
+
+    kind: ``wsum`` (weighted sum, θ-selection over ``t = coef·Δx/div``), ``product`` (``a * b``),
+    ``matmul`` (``a @ b``), ``scale`` (a known factor per point), ``norm`` (scale with the
+    sample's own statistics held fixed), ``act``, ``softmax`` (not at the output), ``maxsel``
+    (max pooling, max/amax over dims), ``move`` (data movement), ``embed`` (Embedding).
+    inputs: the source nodes, one per operand slot (a node may fill several slots).
+    params: per slot, the parameter whose elements carry that slot's edges (None: no synapse).
+    """
+
+    kind: str
+    inputs: list[str]
+    params: list[str | None] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            self.params = [None] * len(self.inputs)
+        assert len(self.params) == len(self.inputs), (self.params, self.inputs)
+
+
+@dataclass
+class WSumEdges:
+    """The edges of one output point of a weighted sum."""
+
+    slot: np.ndarray  # which input slot each edge comes from
+    src: np.ndarray  # flat index of the source point in that slot's per-sample tensor
+    widx: np.ndarray  # flat index of the synapse in the slot's parameter, -1 if the edge has none
+    coef: np.ndarray  # t = coef * Δx / div
+    div: np.ndarray
+
+
+def make_wsum(slot, src, widx, coef, div=None) -> WSumEdges:
+    """Edges of one output point; scalar ``slot``/``widx``/``coef``/``div`` apply to every edge."""
+    src = np.asarray(src, dtype=np.int64).reshape(-1)
+
+    def full(v: Any, dtype: Any) -> np.ndarray:
+        a = np.asarray(v, dtype=dtype)
+        return np.full(len(src), a, dtype=dtype) if a.ndim == 0 else a.reshape(-1)
+
+    return WSumEdges(
+        slot=full(slot, np.int64),
+        src=src,
+        widx=full(widx, np.int64),
+        coef=full(coef, np.float64),
+        div=full(1.0 if div is None else div, np.float64),
+    )
+
+
+def tuple_of(v: Any, n: int) -> tuple[int, ...]:
+    if isinstance(v, (tuple, list)):
+        assert len(v) == n
+        return tuple(int(a) for a in v)
+    return (int(v),) * n
+
+
+def norm_dim(d: int, ndim: int) -> int:
+    return d + ndim if d < 0 else d
+
+
+# --- element-wise activations --------------------------------------------------------------------
+
+
+def act_derivative_sign(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """sign(f'(x)) element-wise, from the closed-form derivative (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    fn = attrs["fn"]
+    if fn == "relu":
+        return (x > 0).astype(np.int64)
+    if fn == "hardtanh":
+        return ((x > attrs["lo"]) & (x < attrs["hi"])).astype(np.int64)
+    if fn == "leaky":
+        return np.where(x > 0, 1, sign(attrs["slope"])).astype(np.int64)
+    if fn == "elu":
+        return np.where(x > 0, 1, sign(attrs["alpha"])).astype(np.int64)
+    if fn in ("sigmoid", "tanh"):
+        return np.ones_like(x, dtype=np.int64)
+    if fn == "silu":
+        # SiLU'(x) = σ(x) · (1 + x · σ(-x)), σ(x) > 0.
+        with np.errstate(over="ignore"):
+            sig_neg = 1.0 / (1.0 + np.exp(x))
+        return np.sign(1.0 + x * sig_neg).astype(np.int64)
+    if fn == "gelu":
+        if attrs["approximate"] == "tanh":
+            c = math.sqrt(2.0 / math.pi)
+            u = c * (x + 0.044715 * x**3)
+            th = np.tanh(u)
+            d = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th**2) * c * (1.0 + 3 * 0.044715 * x**2)
+        else:
+            erf = np.vectorize(math.erf, otypes=[np.float64])
+            cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+            pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+            d = cdf + x * pdf
+        # Far left both terms underflow to 0 although GELU' < 0 there (single root ≈ -0.7518).
+        return np.where(x < -5.0, -1, np.sign(d)).astype(np.int64)
+    raise AssertionError(fn)
+
+
+# --- edge tables of the weighted-sum operators ------------------------------------------------
+
+
+def conv_edges(
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    weight: np.ndarray,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> list[WSumEdges]:
+    c_out = out_shape[0]
+    spatial = in_shape[1:]
+    kernel = weight.shape[2:]
+    in_per_group = weight.shape[1]
+    out_per_group = c_out // groups
+    wflat = weight.reshape(-1)
+    table = []
+    for oc, *opos in np.ndindex(*out_shape):  # C order == flat order
+        g = oc // out_per_group
+        src, widx = [], []
+        for icl in range(in_per_group):
+            ic = g * in_per_group + icl
+            for kpos in np.ndindex(*kernel):
+                ipos = [
+                    o * s - p + k * d
+                    for o, s, p, k, d in zip(opos, stride, padding, kpos, dilation, strict=True)
+                ]
+                if not all(0 <= i < n for i, n in zip(ipos, spatial, strict=True)):
+                    continue  # a zero-padding position: Δ = 0, not a point
+                src.append(np.ravel_multi_index((ic, *ipos), in_shape))
+                widx.append(np.ravel_multi_index((oc, icl, *kpos), weight.shape))
+        widx_a = np.asarray(widx, dtype=np.int64)
+        table.append(make_wsum(0, src, widx_a, wflat[widx_a] if len(widx) else np.zeros(0)))
+    return table
+
+
+def linear_edges(
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    wmap: np.ndarray,
+    wflat: np.ndarray,
+) -> list[WSumEdges]:
+    """``y[..., j] = Σ_k W[j, k] · x[..., k]``; ``wmap[j, k]`` is the flat index of ``W[j, k]``
+    in its parameter (nn.Linear and F.linear: the weight itself; ``x @ W``: ``W``'s transpose),
+    ``wflat`` that parameter's values."""
+    n_in = in_shape[-1]
+    assert wmap.shape == (out_shape[-1], n_in), (wmap.shape, in_shape, out_shape)
+    table = []
+    for *lead, o in np.ndindex(*out_shape):
+        src = [np.ravel_multi_index((*lead, i), in_shape) for i in range(n_in)]
+        widx = wmap[o]
+        table.append(make_wsum(0, src, widx, wflat[widx]))
+    return table
+
+
+def left_matmul_edges(
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    wmap: np.ndarray,
+    wflat: np.ndarray,
+) -> list[WSumEdges]:
+    """``y[..., i, j] = Σ_k W[i, k] · x[..., k, j]`` (a parameter on the left, ``W @ x``)."""
+    n_k = in_shape[-2]
+    assert wmap.shape == (out_shape[-2], n_k), (wmap.shape, in_shape, out_shape)
+    table = []
+    for *lead, i, j in np.ndindex(*out_shape):
+        src = [np.ravel_multi_index((*lead, k, j), in_shape) for k in range(n_k)]
+        widx = wmap[i]
+        table.append(make_wsum(0, src, widx, wflat[widx]))
+    return table
+
+
+def addsub_edges(maps: list[np.ndarray], signs: list[float]) -> list[WSumEdges]:
+    """``maps[s][n]``: the aligned point of operand ``s`` for output point ``n``."""
+    n_out = len(maps[0])
+    return [make_wsum(np.arange(len(maps)), [m[n] for m in maps], -1, signs) for n in range(n_out)]
+
+
+def window_edges(in_shape: tuple[int, ...], out_shape: tuple[int, ...], windows) -> list[WSumEdges]:
+    """windows(opos) -> (list of real input spatial positions, divisor); channel kept."""
+    table = []
+    for c, *opos in np.ndindex(*out_shape):
+        positions, divisor = windows(tuple(opos))
+        src = [np.ravel_multi_index((c, *p), in_shape) for p in positions]
+        table.append(make_wsum(0, src, -1, 1.0, np.full(len(src), float(divisor))))
+    return table
+
+
+def avgpool_windows(spatial, kernel, stride, padding, count_include_pad, divisor_override):
+    """PyTorch's AvgPool window and divisor (CPU kernel formula, ceil_mode=False)."""
+
+    def windows(opos):
+        ranges, pool_size, real_size = [], 1, 1
+        for o, n, k, s, p in zip(opos, spatial, kernel, stride, padding, strict=True):
+            start = o * s - p
+            end = min(start + k, n + p)
+            pool_size *= end - start
+            start, end = max(start, 0), min(end, n)
+            real_size *= end - start
+            ranges.append(range(start, end))
+        if divisor_override:
+            divisor = divisor_override
+        elif count_include_pad:
+            divisor = pool_size
+        else:
+            divisor = real_size
+        positions = list(np.ndindex(*[len(r) for r in ranges]))
+        positions = [tuple(r[i] for r, i in zip(ranges, pos, strict=True)) for pos in positions]
+        return positions, divisor
+
+    return windows
+
+
+def adaptive_windows(spatial, out_spatial):
+    """PyTorch's adaptive pooling bins: start = floor(o·n/out), end = ceil((o+1)·n/out)."""
+
+    def windows(opos):
+        ranges = []
+        for o, n, m in zip(opos, spatial, out_spatial, strict=True):
+            start = (o * n) // m
+            end = -((-(o + 1) * n) // m)
+            ranges.append(range(start, end))
+        positions = list(np.ndindex(*[len(r) for r in ranges]))
+        positions = [tuple(r[i] for r, i in zip(ranges, pos, strict=True)) for pos in positions]
+        return positions, len(positions)
+
+    return windows
+
+
+def reduce_groups(
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...], dims: list[int], keepdim: bool
+) -> list[list[int]]:
+    """For a reduction over per-sample ``dims``: the flat input points of every output point,
+    in row-major order."""
+    groups: dict[int, list[int]] = {}
+    for ipos in np.ndindex(*in_shape):
+        if keepdim:
+            opos = tuple(0 if d in dims else i for d, i in enumerate(ipos))
+        else:
+            opos = tuple(i for d, i in enumerate(ipos) if d not in dims)
+        o = int(np.ravel_multi_index(opos, out_shape)) if out_shape else 0
+        groups.setdefault(o, []).append(int(np.ravel_multi_index(ipos, in_shape)))
+    return [groups[n] for n in range(int(np.prod(out_shape, dtype=np.int64)))]
+
+
+def reduce_edges(
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    dims: list[int],
+    keepdim: bool,
+    average: bool,
+) -> list[WSumEdges]:
+    """mean over dims (``t = Δx / divisor``) or sum over dims (``t = Δx``)."""
+    divisor = float(np.prod([in_shape[d] for d in dims])) if average else 1.0
+    return [
+        make_wsum(0, g, -1, 1.0, np.full(len(g), divisor))
+        for g in reduce_groups(in_shape, out_shape, dims, keepdim)
+    ]
+
+
+# --- matrix product of two input-dependent tensors -------------------------------------------
+
+
+def matmul_pairs(
+    out_shape: tuple[int, ...],
+    n_k: int,
+    a_src: Callable[[tuple[int, ...], int], int],
+    b_src: Callable[[tuple[int, ...], int], int],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For output ``(..., i, j)``: the flat sources ``a[..., i, k]`` and ``b[..., k, j]`` for
+    every ``k`` (``a_src(opos, k)``, ``b_src(opos, k)``)."""
+    pairs = []
+    for opos in np.ndindex(*out_shape):
+        pairs.append(
+            (
+                np.asarray([a_src(opos, k) for k in range(n_k)], dtype=np.int64),
+                np.asarray([b_src(opos, k) for k in range(n_k)], dtype=np.int64),
+            )
+        )
+    return pairs
+
+
+def batched_matmul_pairs(
+    a_shape: tuple[int, ...], b_shape: tuple[int, ...], out_shape: tuple[int, ...]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``a @ b`` on per-sample shapes ``(*L, I, K) @ (*L, K, J)``, leading dims broadcast."""
+    n_k = a_shape[-1]
+    assert b_shape[-2] == n_k and len(a_shape) == len(b_shape) == len(out_shape)
+
+    def lead(opos, shape):
+        return tuple(0 if n == 1 else i for i, n in zip(opos[:-2], shape[:-2], strict=True))
+
+    def a_src(opos, k):
+        return int(np.ravel_multi_index((*lead(opos, a_shape), opos[-2], k), a_shape))
+
+    def b_src(opos, k):
+        return int(np.ravel_multi_index((*lead(opos, b_shape), k, opos[-1]), b_shape))
+
+    return matmul_pairs(out_shape, n_k, a_src, b_src)
+
+
+# --- NumPy forward of normalizations and softmax (for check=True only) -------------------------
+
+
+def layer_norm_np(x, normalized_shape, weight, bias, eps):
+    dims = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    mu = x.mean(axis=dims, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=dims, keepdims=True)
+    y = (x - mu) / np.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def rms_norm_np(x, normalized_shape, weight, eps):
+    dims = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    y = x / np.sqrt((x * x).mean(axis=dims, keepdims=True) + eps)
+    return y if weight is None else y * weight
+
+
+def group_norm_np(x, num_groups, weight, bias, eps):
+    """x: one sample, (C, *spatial)."""
+    c = x.shape[0]
+    g = x.reshape(num_groups, -1)
+    mu = g.mean(axis=1, keepdims=True)
+    var = ((g - mu) ** 2).mean(axis=1, keepdims=True)
+    y = ((g - mu) / np.sqrt(var + eps)).reshape(x.shape)
+    shape = (c,) + (1,) * (x.ndim - 1)
+    if weight is not None:
+        y = y * np.reshape(weight, shape)
+    if bias is not None:
+        y = y + np.reshape(bias, shape)
+    return y
+
+
+def instance_norm_np(x, running_mean, running_var, weight, bias, use_input_stats, eps):
+    """x: one sample, (C, *spatial)."""
+    c = x.shape[0]
+    shape = (c,) + (1,) * (x.ndim - 1)
+    if use_input_stats:
+        dims = tuple(range(1, x.ndim))
+        mu = x.mean(axis=dims, keepdims=True)
+        var = ((x - mu) ** 2).mean(axis=dims, keepdims=True)
+    else:
+        mu, var = np.reshape(running_mean, shape), np.reshape(running_var, shape)
+    y = (x - mu) / np.sqrt(var + eps)
+    if weight is not None:
+        y = y * np.reshape(weight, shape)
+    if bias is not None:
+        y = y + np.reshape(bias, shape)
+    return y
+
+
+def softmax_np(x, dim, log):
+    z = x - x.max(axis=dim, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=dim, keepdims=True)
+    return z - np.log(s) if log else e / s
+
+
+@dataclass
+class Expansion:
+    """A composite layer rewritten into the operators of SPEC §4 (SPEC "Composite layers").
+
+    nodes: its internal point nodes, in topological order, with their rules;
+    compute: from the full-batch values of the layer's inputs (in their own layout), every
+        internal node's value, batch first, float64, computed by the reference itself;
+    outputs: for each ``getitem`` path of the layer's result (``(0,)`` = ``out[0]``,
+        ``(1, 0)`` = ``out[1][0]``), the internal nodes it reads (slots) and, per point of its
+        per-sample output, the slot and the flat source point;
+    final: the rule of the fx node itself when the layer is a function returning a tensor
+        (scaled_dot_product_attention), None when it returns a tuple;
+    key: the per-sample input shapes it was built for (set by the slicer); others are an error.
+    """
+
+    nodes: list[tuple[str, Rule]]
+    compute: Callable[[list[np.ndarray]], dict[str, np.ndarray]]
+    outputs: dict[tuple[int, ...], tuple[list[str], np.ndarray, np.ndarray]]
+    final: Rule | None
+    key: Any
+
+
+def identity_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64)
