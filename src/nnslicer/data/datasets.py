@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import FileFormatError, InputError, NNSlicerError
+
 DEFAULT_DATASET = "mnist-digits"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -64,11 +66,11 @@ _IDX_DTYPES = {
 }
 
 
-class DatasetNotFound(FileNotFoundError):
+class DatasetNotFound(NNSlicerError, FileNotFoundError):
     """A dataset's files are not on this machine; the message says how to get them."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(FileFormatError):
     """A dataset file exists but is truncated or not in the expected format."""
 
 
@@ -82,12 +84,36 @@ class ArrayDataset:
     classes: list[str]
 
     def __post_init__(self) -> None:
+        self.x = _as_tensor(self.x, "x")
+        self.y = _as_tensor(self.y, "y")
         if self.x.ndim != 4 or self.x.dtype != torch.float32:
-            raise ValueError(f"x must be a float32 NCHW tensor, got {self.x.dtype} {self.x.shape}")
+            raise InputError(
+                f"x must be a float32 NCHW tensor (samples, channels, height, width), got "
+                f"{str(self.x.dtype).removeprefix('torch.')} of shape {tuple(self.x.shape)}"
+                + ("; convert it with x.float()" if self.x.ndim == 4 else "")
+            )
         if self.y.ndim != 1 or self.y.dtype != torch.int64:
-            raise ValueError(f"y must be a 1-D int64 tensor, got {self.y.dtype} {self.y.shape}")
+            raise InputError(
+                f"y must be a 1-D int64 tensor of labels, got "
+                f"{str(self.y.dtype).removeprefix('torch.')} of shape {tuple(self.y.shape)}"
+                + ("; convert it with y.long()" if self.y.ndim == 1 else "")
+            )
         if len(self.x) != len(self.y):
-            raise ValueError(f"x has {len(self.x)} samples but y has {len(self.y)}")
+            raise InputError(f"x has {len(self.x)} samples but y has {len(self.y)}")
+        if not isinstance(self.classes, list | tuple) or not all(
+                isinstance(c, str) for c in self.classes):
+            raise InputError(f"classes must be a list of class names, got {self.classes!r}")
+        self.classes = list(self.classes)
+        if len(self.y) and self.classes:
+            lo, hi = int(self.y.min()), int(self.y.max())
+            if lo < 0 or hi >= len(self.classes):
+                bad = lo if lo < 0 else hi
+                raise InputError(
+                    f"label {bad} is outside 0..{len(self.classes) - 1} "
+                    f"({len(self.classes)} classes)"
+                )
+        if self.x.numel() and not bool(torch.isfinite(self.x).all()):
+            raise InputError("x contains NaN or Inf values; clean the images first")
 
     def __len__(self) -> int:
         return len(self.y)
@@ -109,8 +135,10 @@ class ArrayDataset:
         self, batch_size: int, shuffle: bool = False, seed: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` batches; with ``shuffle`` the order depends only on ``seed``."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not _is_int(batch_size) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if shuffle and not _is_int(seed):
+            raise InputError(f"seed must be an integer, got {seed!r}")
         n = len(self)
         if shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -121,25 +149,56 @@ class ArrayDataset:
             for start in range(0, n, batch_size):
                 yield self.x[start : start + batch_size], self.y[start : start + batch_size]
 
-    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> ArrayDataset:
-        """Samples at ``indices`` (integer indices or a boolean mask), in that order."""
-        idx = torch.as_tensor(np.asarray(indices) if not torch.is_tensor(indices) else indices)
-        if idx.dtype != torch.bool:
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor | range) -> ArrayDataset:
+        """Samples at ``indices`` (integer indices, negative ones from the end, or a boolean
+        mask of ``len(self)``), in that order."""
+        if isinstance(indices, range):
+            indices = list(indices)
+        try:
+            idx = indices if torch.is_tensor(indices) else torch.as_tensor(np.asarray(indices))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(f"indices must be integers or a boolean mask, got {indices!r}") from e
+        n = len(self)
+        if idx.dtype == torch.bool:
+            if idx.shape != (n,):
+                raise InputError(
+                    f"a boolean mask must have one entry per sample ({n}), got shape "
+                    f"{tuple(idx.shape)}"
+                )
+        elif idx.numel() == 0:
+            idx = torch.zeros(0, dtype=torch.int64)
+        elif idx.is_floating_point() or idx.is_complex():
+            raise InputError(f"indices must be integers, got {idx.dtype} values")
+        else:
             idx = idx.long().reshape(-1)
+            bad = idx[(idx >= n) | (idx < -n)]
+            if bad.numel():
+                raise InputError(
+                    f"index {int(bad[0])} is out of range: {self.name} has {n} samples "
+                    f"(indices 0..{n - 1})"
+                )
         return ArrayDataset(self.x[idx], self.y[idx], self.name, list(self.classes))
 
     def filter_classes(self, classes: Iterable[int | str]) -> ArrayDataset:
         """Samples whose label is one of ``classes`` (indices or names); labels are kept as is."""
+        if isinstance(classes, str | int | np.integer) or (
+                torch.is_tensor(classes) and classes.dim() == 0):
+            classes = [classes]  # one class, not the characters of a name
         wanted = []
         for c in classes:
             if isinstance(c, str) and not c.lstrip("-").isdigit():
                 if c not in self.classes:
-                    raise ValueError(f"unknown class {c!r}; classes: {', '.join(self.classes)}")
+                    raise InputError(f"unknown class {c!r}; classes: {', '.join(self.classes)}")
                 wanted.append(self.classes.index(c))
             else:
-                k = int(c)
+                try:
+                    k = int(c)
+                except (TypeError, ValueError):
+                    raise InputError(f"a class is an index or a name, got {c!r}") from None
+                if isinstance(c, float) and c != k:
+                    raise InputError(f"a class index is an integer, got {c!r}")
                 if not 0 <= k < self.num_classes:
-                    raise ValueError(f"class index {k} out of range 0..{self.num_classes - 1}")
+                    raise InputError(f"class index {k} out of range 0..{self.num_classes - 1}")
                 wanted.append(k)
         return self.subset(torch.isin(self.y, torch.tensor(wanted, dtype=torch.int64)))
 
@@ -155,13 +214,17 @@ def load_dataset(
     ``root`` is the directory holding the files of ``fashion-mnist`` (default
     ``/usr/share/datasets/fashion-mnist``) or ``cifar10`` (required); other datasets ignore it.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if not isinstance(name, str) or name not in DATASETS:
+        raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     splits = DATASETS[name][0]
     if split not in splits:
-        raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(splits)}")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        raise InputError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(splits)}")
+    if limit is not None and (not _is_int(limit) or limit < 1):
+        raise InputError(f"limit must be a positive integer, got {limit!r}")
+    if root is not None and not isinstance(root, str | os.PathLike):
+        raise InputError(f"root must be a directory path, got {type(root).__name__}")
+    if root is not None and Path(root).exists() and not Path(root).is_dir():
+        raise DatasetNotFound(f"--data-root {root} is a file; give the directory holding it")
 
     if name == "mnist-digits":
         images, labels = _mnist_digits(split)
@@ -187,6 +250,18 @@ def load_dataset(
     x /= 16.0 if name == "sklearn-digits" else 255.0
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())
     return ArrayDataset(x, y, name, list(classes))
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _as_tensor(v: object, what: str) -> torch.Tensor:
+    if torch.is_tensor(v):
+        return v
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(v))
+    raise InputError(f"{what} must be a torch tensor or a numpy array, got {type(v).__name__}")
 
 
 # --- file formats -----------------------------------------------------------------------------
