@@ -490,3 +490,27 @@ def test_composite_doc_shows_what_the_engine_prints() -> None:
     out = subprocess.run([sys.executable, str(root / "docs" / "composite_example.py")],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() in (root / "docs" / "composite.md").read_text()
+
+
+def test_matrix_products_with_parameters_keep_per_sample_synapses_apart() -> None:
+    class Products(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.W = nn.Parameter(torch.randn(5, 4))
+            self.V = nn.Parameter(torch.randn(3, 6))
+            self.fc = nn.Linear(4 * 3, 2)
+
+        def forward(self, x):  # (B, 6, 5)
+            return self.fc((self.V @ (x @ self.W)).flatten(1))
+
+    torch.manual_seed(0)
+    slicer = _profiled(Products(), (6, 5))
+    x = torch.randn(5, 6, 5)
+    each, total = slicer.slice(x, per_sample=True), slicer.slice(x)
+    assert set(total.synapses) == {"W", "V", "fc.weight"}
+    for name, t in total.synapses.items():
+        assert t.any() and torch.equal(each.synapses[name].sum(0), t), name
+    for i in (0, 4):
+        alone = slicer.slice(x[i : i + 1])
+        for name, t in alone.synapses.items():
+            assert torch.equal(each.synapses[name][i], t), (i, name)

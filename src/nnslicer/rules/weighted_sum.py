@@ -93,7 +93,7 @@ class ConvRule(Rule):
         kh, kw = weight.shape[-2:]
         stride2 = (1, *_pair(stride, 1)) if one_d else _pair(stride, 2)
         dil2 = (1, *_pair(dilation, 1)) if one_d else _pair(dilation, 2)
-        pads = _explicit_padding(padding, (kh, kw), dil2, 1 if one_d else 2)
+        pads = explicit_padding(padding, (kh, kw), dil2, 1 if one_d else 2)
         xp = F.pad(dx, pads).contiguous()
         B, C, Hp, Wp = xp.shape
         O, K = weight.shape[0], weight[0].numel()
@@ -183,7 +183,7 @@ def _linear_core(step: Step, x_arg: object, weight: Tensor, syn: SynapseTarget |
     return signs.view(dx.shape)
 
 
-def _explicit_padding(
+def explicit_padding(
     padding: object, kernel: tuple[int, int], dilation: tuple, n: int
 ) -> tuple[int, int, int, int]:
     """(left, right, top, bottom) zero padding for F.pad from a conv's padding argument."""
@@ -252,7 +252,8 @@ class ConstantMatmulRule(Rule):
         if x_first:  # y[..., o] = sum_k x[..., k] W[k, o]: a Linear with weight W.T
             scratch = step.synapse_scratch(names, w.shape[1], w.shape[0])
             signs = _linear_core(step, x, w.t(), scratch)
-            step.add_synapses(names, w.shape, scratch.buffer.transpose(-1, -2))
+            per_sample = scratch.buffer.view(-1, w.shape[1], w.shape[0])  # (samples, O, K)
+            step.add_synapses(names, w.shape, per_sample.transpose(1, 2))
         else:  # y[..., i, j] = sum_k W[i, k] x[..., k, j]: the same on x and y transposed
             scratch = step.synapse_scratch(names, w.shape[0], w.shape[1])
             signs = _linear_core(step.transposed(), x, w, scratch,
