@@ -1,50 +1,139 @@
-"""`nnslicer` command line: train, profile, slice, show, demo (and the apps' sub-commands)."""
+"""`nnslicer` command line: train, profile, slice, show, demo (and the apps' sub-commands).
+
+Every heavy import (torch, the slicer, the applications) happens inside the command that needs
+it, and the ``detect``/``prune``/``protect`` groups are loaded when one of them is run, so
+``nnslicer --help`` does not wait for torch.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import math
 from pathlib import Path
+from typing import Any
 
-import torch
+import click
 import typer
-from rich.table import Table
+from typer.core import TyperGroup
 
-from ..data.datasets import DEFAULT_DATASET
-from ..results.slice import Slice
+from ..errors import InputError
 from .common import (
     DATA_ROOT,
+    DEFAULT_DATASET,
     QUIET,
-    console,
+    check_model_takes,
+    check_out,
+    check_out_dir,
+    get_console,
     layer_table,
     one_line_errors,
     open_data,
     open_model,
     parse_int_list,
     parse_neuron,
+    parse_target,
+    plural,
     say,
 )
 
+# name -> (modules to look in, in order; attribute; one-line help shown by `nnslicer --help`)
+LAZY_GROUPS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "detect": (("nnslicer.cli.detect",), "detect_app",
+               "Adversarial-input detection with slices."),
+    "prune": (("nnslicer.cli.prune",), "prune_app", "Class-targeted pruning with slices."),
+    "protect": (("nnslicer.cli.protect", "nnslicer.cli.prune"), "protect_app",
+                "Selective model protection with slices."),
+}
+
+
+def load_group(name: str) -> typer.Typer:
+    """The typer app of a lazily mounted group."""
+    modules, attr, _ = LAZY_GROUPS[name]
+    for module in modules:
+        if importlib.util.find_spec(module) is not None:
+            found = getattr(importlib.import_module(module), attr, None)
+            if found is not None:
+                return found
+    raise ImportError(f"no {attr} in {' or '.join(modules)}")
+
+
+def plain_help(command: click.Command) -> click.Command:
+    """Help and usage errors as plain click text (no boxes, no bare <bool> type markers), for a
+    command and everything under it."""
+    if hasattr(command, "rich_markup_mode"):
+        command.rich_markup_mode = None  # type: ignore[attr-defined]
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub)
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: the applications' sub-groups are imported on first use."""
+
+    _help_only = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return names + [n for n in LAZY_GROUPS if n not in names]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
+            short = LAZY_GROUPS[cmd_name][2]
+            if self._help_only:  # listing the commands: no need to import them
+                return click.Group(cmd_name, help=short)
+            sub = typer.main.get_command(load_group(cmd_name))
+            sub.name = cmd_name
+            sub.short_help = short
+            # shell completion is installed from the top-level command only
+            sub.params = [p for p in sub.params
+                          if p.name not in ("install_completion", "show_completion")]
+            self.commands[cmd_name] = plain_help(sub)
+        return super().get_command(ctx, cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._help_only = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._help_only = False
+
+
 app = typer.Typer(
+    cls=LazyGroup,
     help="Dynamic slicing of deep neural networks (NNSlicer): profile a model, slice it for "
     "inputs, and use slices to detect adversarial inputs, prune and protect models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
 
 @app.command()
 @one_line_errors
 def train(
-    arch: str = typer.Option("lenet5", help="lenet5 | resnet10 | resnet18"),
+    arch: str = typer.Option("lenet5", help="lenet5 | resnet10 | resnet18 (and the other zoo "
+                             "models of nnslicer.models.zoo)"),
     data: str = typer.Option(DEFAULT_DATASET, help="Dataset name."),
     data_root: str = DATA_ROOT,
     out: Path = typer.Option(Path("runs/model"), help="Checkpoint path (stem)."),
     epochs: int = typer.Option(8, min=1),
-    lr: float = typer.Option(2e-3),
+    lr: float = typer.Option(2e-3, help="Adam learning rate (> 0)."),
     batch_size: int = typer.Option(64, min=1),
     width: int = typer.Option(64, min=1, help="ResNet base width."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=2**63 - 1),
     quiet: bool = QUIET,
 ) -> None:
     """Train a zoo model and save it as safetensors + JSON (with its test accuracy)."""
+    from ..models.zoo import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise InputError(f"unknown --arch {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise InputError(f"--lr must be a positive number, got {lr}")
+    check_out(out, "--out")
+    import torch
+
     from ..models.checkpoint import save_checkpoint
     from ..models.zoo import build_model
     from ..training import train_model
@@ -61,7 +150,7 @@ def train(
         "arch": arch, "arch_kwargs": kwargs, "dataset": data,
         "test_accuracy": report.test_accuracy, "epochs": epochs, "lr": lr, "seed": seed,
     })
-    say(quiet, f"test accuracy {report.test_accuracy:.2%} after {epochs} epochs "
+    say(quiet, f"test accuracy {report.test_accuracy:.2%} after {plural(epochs, 'epoch')} "
                f"({report.seconds:.0f} s); wrote {paths[0]} and {paths[1]}")
 
 
@@ -79,11 +168,13 @@ def profile(
     ray: str = typer.Option(None, "--ray", help="Profile on a Ray cluster ('local' or ADDRESS)."),
     quiet: bool = QUIET,
 ) -> None:
-    """Profile a model on a dataset (docs/spec.md §2) and save the profile."""
+    """Profile a model on a dataset (SPEC §2) and save the profile."""
     from ..slicer import Slicer
 
+    check_out(out)
     net, _ = open_model(model, weights)
     dataset = open_data(data, split, data_root, limit)
+    check_model_takes(net, dataset, f"{data}/{split}")
     slicer = Slicer(net, progress=not quiet, executor=ray)
     prof = slicer.profile(list(dataset.batches(batch_size)))
     prof.save(out)
@@ -114,34 +205,47 @@ def slice_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Slice a model for some samples; print the per-layer table and save the slice."""
-    from ..criterion import Neurons
-    from ..slicer import Slicer
+    from ..slicer import REFERENCES, Slicer
 
+    if reference not in REFERENCES:
+        raise InputError(f"--reference takes {' or '.join(REFERENCES)}, got {reference!r}")
+    goal = parse_target(target)
+    wanted = parse_int_list(indices, "--indices")
+    wanted_classes = parse_int_list(classes, "--classes")
+    criterion = parse_neuron(neuron) if neuron is not None else None
+    check_out(out)
     net, _ = open_model(model, weights)
     dataset = open_data(data, split, data_root)
-    if indices is not None:
-        dataset = dataset.subset(parse_int_list(indices))
-    if classes is not None:
-        dataset = dataset.filter_classes(parse_int_list(classes))
+    if wanted is not None:
+        n = len(dataset)
+        bad = [i for i in wanted if not -n <= i < n]
+        if bad:
+            raise InputError(f"--indices {bad[0]} is out of range: {data}/{split} has {n} "
+                             f"samples (indices 0..{n - 1})")
+        dataset = dataset.subset(wanted)
+    if wanted_classes is not None:
+        dataset = dataset.filter_classes(wanted_classes)
     dataset = dataset.subset(range(min(limit, len(dataset))))
     if len(dataset) == 0:
-        raise ValueError("no samples left after --classes/--indices; choose other samples")
+        raise InputError("no samples left after --classes/--indices; choose other samples")
+    check_model_takes(net, dataset, f"{data}/{split}")
     slicer = Slicer(net, theta=theta, progress=not quiet, executor=ray)
     slicer.use_profile(profile_path)
-    tgt: int | torch.Tensor | Neurons | None
-    if neuron is not None:
-        tgt = parse_neuron(neuron)
-    elif target == "top1":
+    tgt: Any
+    if criterion is not None:
+        tgt = criterion
+    elif goal == "top1":
         tgt = None
-    elif target == "label":
+    elif goal == "label":
         tgt = dataset.y
     else:
-        tgt = int(target)
+        tgt = goal
     s = slicer.slice(dataset.x, target=tgt, reference=reference, per_sample=per_sample)
     s.meta["samples"] = {"data": data, "split": split, "count": len(dataset)}
     s.save(out)
     if not quiet:
-        console.print(layer_table(s, f"slice of {len(dataset)} samples (θ={theta})"))
+        get_console().print(layer_table(s, f"slice of {plural(len(dataset), 'sample')} "
+                                           f"(θ={theta})"))
     say(quiet, f"wrote {out}")
 
 
@@ -154,32 +258,54 @@ def nodes(
     data_root: str = DATA_ROOT,
 ) -> None:
     """List the model's nodes (names for --neuron), their modules, operators and shapes."""
+    from rich.table import Table
+
     from ..slicer import Slicer
 
     net, _ = open_model(model, weights)
+    sample = open_data(data, "test", data_root, limit=1)
+    check_model_takes(net, sample, data)
     slicer = Slicer(net)
-    slicer.ready(open_data(data, "test", data_root, limit=1).x)
-    table = Table(title=f"nodes of {type(net).__name__}", title_justify="left")
+    slicer.ready(sample.x)
+    table = Table(title=f"nodes of {type(net).__name__}", title_justify="left", box=None,
+                  pad_edge=False, header_style="bold")
     for col in ("node", "module", "operator", "shape"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in slicer.nodes():
         table.add_row(row["node"], row["module"] or "", row["operator"],
                       "×".join(map(str, row["shape"] or ())))
-    console.print(table)
+    get_console().print(table)
+
+
+def slice_labels(paths: list[Path]) -> list[str]:
+    """Names for slices drawn side by side: file stems, with parent folders where two stems
+    are the same."""
+    labels = [p.stem for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [f"{p.parent.name}/{p.stem}" if labels.count(p.stem) > 1 else p.stem
+                  for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label} ({i + 1})" for i, label in enumerate(labels)]
+    return labels
 
 
 @app.command()
 @one_line_errors
 def show(
     slices: list[Path] = typer.Argument(..., help="Slice files, drawn side by side."),
-    out: Path = typer.Option(Path("runs/slice.png")),
+    out: Path = typer.Option(Path("runs/slice.png"), help="Figure file (.png, .pdf, .svg)."),
     title: str = typer.Option(None),
     quiet: bool = QUIET,
 ) -> None:
-    """Render slices as a PNG: conv channels as pixels, blue positive, red negative."""
-    from ..viz.slices import plot_slices
+    """Draw slices side by side: one panel per layer, one cell per channel or unit, blue =
+    pushed the decision up, red = pushed it down, white = not in the slice."""
+    from ..results.slice import Slice
+    from ..viz.slices import check_figure_path, plot_slices
 
-    loaded = {p.stem: Slice.load(p) for p in slices}
+    check_out(out)
+    check_figure_path(out)
+    loaded = {label: Slice.load(p) for label, p in zip(slice_labels(slices), slices,
+                                                        strict=True)}
     plot_slices(loaded, out, title=title)
     say(quiet, f"wrote {out}")
 
@@ -189,26 +315,16 @@ def show(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where models, profiles and figures go."),
     epochs: int = typer.Option(8, min=1),
-    quiet: bool = QUIET,
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="Only the final result line (no progress bars or tables)."),
 ) -> None:
-    """Train LeNet-5 on the embedded MNIST digits, profile, slice two classes and their union."""
+    """Train LeNet-5 on the embedded MNIST digits, profile, slice two classes and their union,
+    detect adversarial digits and prune for two classes."""
     from .demo import run_demo
 
+    check_out_dir(out)
     run_demo(out, epochs=epochs, quiet=quiet)
 
 
 def main() -> None:  # pragma: no cover - console entry
     app()
-
-
-def _mount_apps() -> None:
-    """The applications' sub-commands (imported here so `nnslicer --help` stays complete)."""
-    from .detect import detect_app
-    from .prune import protect_app, prune_app
-
-    app.add_typer(detect_app, name="detect", help="Adversarial-input detection with slices.")
-    app.add_typer(prune_app, name="prune", help="Class-targeted pruning with slices.")
-    app.add_typer(protect_app, name="protect", help="Selective model protection with slices.")
-
-
-_mount_apps()

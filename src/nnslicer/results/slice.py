@@ -208,7 +208,7 @@ class Slice:
         """How ``other`` is a slice of another model than this one (None if it is not)."""
         a, b = self.meta.get("model"), other.meta.get("model")
         if a and b and a != b:
-            return f"one is of a {a}, the other of a {b}"
+            return f"a {a} and a {b}"
         for what in ("neurons", "synapses"):
             mine, theirs = getattr(self, what), getattr(other, what)
             only_a = [k for k in mine if not dict.__contains__(theirs, k)]
@@ -229,7 +229,7 @@ class Slice:
             return NotImplemented
         diff = self.model_difference(other)
         if diff:
-            raise InputError(f"cannot add slices of different models: {diff}")
+            raise InputError(f"cannot add slices of different models ({diff})")
         ma, mb = self.meta.get("method"), other.meta.get("method")
         if ma and mb and ma != mb:
             raise InputError(f"cannot add a {ma} slice to an {mb} slice; slice both one way")
