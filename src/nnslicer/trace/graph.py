@@ -223,7 +223,8 @@ class OperatorGraph:
         for node in self.nodes:
             if node.rule is not None:
                 for pname in node.rule.synapse_names(node):
-                    names[pname] = params[pname]
+                    if pname in params:  # a constant operand may be a buffer: no synapses
+                        names[pname] = params[pname]
         return names
 
     def parameter_of(self, node: Any) -> tuple[str, torch.Tensor] | None:
