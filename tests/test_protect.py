@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import nnslicer
+from nnslicer.apps.importance import class_accuracies, count_to_remove
 from nnslicer.apps.protect import (
     PROTECT_METHODS,
     evaluate_protection,
@@ -19,39 +20,13 @@ from nnslicer.apps.protect import (
     simulate_attack,
 )
 from nnslicer.apps.prune import ClassContributions, count_parameters
-from nnslicer.apps.prune.evaluate import class_accuracies
-from nnslicer.apps.prune.pruning import count_to_remove
-from nnslicer.cli.prune import protect_app
-from nnslicer.data.datasets import load_dataset
+from nnslicer.cli.protect import protect_app
 from nnslicer.errors import InputError
-from nnslicer.models.checkpoint import load_checkpoint, save_checkpoint
-from nnslicer.models.zoo import build_model
-from nnslicer.training import train_model
 
 torch.set_num_threads(1)
 
 LAYERS = ["features.conv1", "features.conv2", "classifier.fc1", "classifier.fc2",
           "classifier.fc3"]
-
-
-def trained_lenet(tmp_path_factory: pytest.TempPathFactory):
-    """The same model as in test_prune.py (same cache path, so it is trained once)."""
-    train = load_dataset("mnist-digits", "train")
-    test = load_dataset("mnist-digits", "test")
-    stem = tmp_path_factory.getbasetemp() / "lenet-mnist" / "lenet"
-    if not stem.with_suffix(".json").exists():
-        torch.manual_seed(0)
-        model = build_model("lenet5")
-        report = train_model(model, train, test, epochs=1, batch_size=32, progress=False)
-        save_checkpoint(stem, model, {"arch": "lenet5", "arch_kwargs": {}, "dataset": train.name,
-                                      "test_accuracy": report.test_accuracy})
-    model, _ = load_checkpoint(stem)
-    return model, train, test, stem
-
-
-@pytest.fixture(scope="module")
-def lenet(tmp_path_factory):
-    return trained_lenet(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +162,10 @@ def test_cli_run_and_evaluate(lenet, tmp_path):
         str(tmp_path / "bad"), "--quiet",
     ])
     assert res.exit_code == 2 and res.output.startswith("error: ") and "budgets" in res.output
+
+    res = runner.invoke(protect_app, [  # -1 means "no attack"; anything lower is refused
+        "run", "--model", str(stem), "--classes", "0", "--budget", "-7", "--out",
+        str(tmp_path / "bad"), "--quiet",
+    ])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and "--budget" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

@@ -12,58 +12,30 @@ from torch import nn
 from typer.testing import CliRunner
 
 import nnslicer
+from nnslicer.apps.importance import count_to_remove, synapse_scores
 from nnslicer.apps.prune import (
     PRUNE_METHODS,
     ClassContributions,
     PruneWarning,
     evaluate_pruning,
     export_pruned,
+    input_profile,
     layer_input_means,
     load_exported,
     masked_finetune,
     prune,
     save_exported,
 )
-from nnslicer.apps.prune.export import analyze_channels
-from nnslicer.apps.prune.pruning import compensation, count_to_remove, plan_masks, synapse_scores
+from nnslicer.apps.prune.channels import analyze_channels
+from nnslicer.apps.prune.pruning import compensation, plan_masks
 from nnslicer.cli.prune import prune_app
-from nnslicer.data.datasets import load_dataset
 from nnslicer.errors import InputError
-from nnslicer.models.checkpoint import load_checkpoint, save_checkpoint
+from nnslicer.models.checkpoint import load_checkpoint
 from nnslicer.models.zoo import build_model
-from nnslicer.training import train_model
 
 torch.set_num_threads(1)
 
 LAYERS = ["features.conv1", "features.conv2", "classifier.fc1", "classifier.fc2", "classifier.fc3"]
-
-
-def trained_lenet(tmp_path_factory: pytest.TempPathFactory):
-    """LeNet-5 trained one epoch on mnist-digits, shared by the prune and protect tests."""
-    train = load_dataset("mnist-digits", "train")
-    test = load_dataset("mnist-digits", "test")
-    stem = tmp_path_factory.getbasetemp() / "lenet-mnist" / "lenet"
-    if not stem.with_suffix(".json").exists():
-        torch.manual_seed(0)
-        model = build_model("lenet5")
-        report = train_model(model, train, test, epochs=1, batch_size=32, progress=False)
-        save_checkpoint(
-            stem,
-            model,
-            {
-                "arch": "lenet5",
-                "arch_kwargs": {},
-                "dataset": train.name,
-                "test_accuracy": report.test_accuracy,
-            },
-        )
-    model, _ = load_checkpoint(stem)
-    return model, train, test, stem
-
-
-@pytest.fixture(scope="module")
-def lenet(tmp_path_factory):
-    return trained_lenet(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +55,10 @@ def contributions(lenet, slicer):
 
 
 @pytest.fixture(scope="module")
-def means(lenet):
+def profile(lenet):
+    """The profile of the first 1000 training samples, whose means compensation folds in."""
     model, train, _, _ = lenet
-    return layer_input_means(model, train.subset(range(1000)).batches(500))
+    return input_profile(model, train.subset(range(1000)))
 
 
 def source_for(method, contributions):
@@ -122,7 +95,8 @@ def test_each_layer_loses_the_ratio(lenet, contributions, method):
 
 @pytest.mark.parametrize("method", PRUNE_METHODS)
 @pytest.mark.parametrize("compensate", [False, True])
-def test_ratio_zero_leaves_the_model_unchanged(lenet, contributions, means, method, compensate):
+def test_ratio_zero_leaves_the_model_unchanged(lenet, contributions, profile, method,
+                                               compensate):
     model, train, _, _ = lenet
     pruned, report = prune(
         model,
@@ -132,7 +106,7 @@ def test_ratio_zero_leaves_the_model_unchanged(lenet, contributions, means, meth
         method,
         data=train,
         compensate=compensate,
-        means=means,
+        profile=profile,
     )
     assert report.removed == 0 and not report.warnings
     for k, v in model.state_dict().items():
@@ -261,9 +235,10 @@ def test_nnslicer_all_equals_nnslicer_over_every_class(lenet, contributions):
 # ------------------------------------------------------------------------- compensation
 
 
-def test_compensation_keeps_the_mean_of_a_pruned_layer(lenet, means):
+def test_compensation_keeps_the_mean_of_a_pruned_layer(lenet, profile):
     model, train, _, _ = lenet
-    graph = analyze_channels(model)
+    graph = analyze_channels(model, train.x[:1])
+    means = layer_input_means(profile, graph)
     x = train.x[:1000]  # the samples the means were taken over
     for only in ("classifier.fc2", "features.conv2"):
         plan = plan_masks(graph, synapse_scores(model, graph, "random", [], seed=1), 0.5)
@@ -290,11 +265,13 @@ def test_compensation_keeps_the_mean_of_a_pruned_layer(lenet, means):
         assert torch.allclose(outs[0].mean(dims), outs[1].mean(dims), atol=1e-4)
 
 
-def test_compensation_of_a_removed_neuron_goes_to_the_next_layer(lenet, means):
-    model, _, _, _ = lenet
+def test_compensation_of_a_removed_neuron_goes_to_the_next_layer(lenet, profile):
+    model, train, _, _ = lenet
     importance = {f"{p}.weight": torch.ones_like(w) for p, w in weights_of(model).items()}
     importance["classifier.fc1.weight"][7] = 0
-    pruned, report = prune(model, importance, [0], 1 / 120, "weight", compensate=True, means=means)
+    pruned, report = prune(model, importance, [0], 1 / 120, "weight", compensate=True,
+                           profile=profile)
+    means = layer_input_means(profile, analyze_channels(model, train.x[:1]))
     w2, keep2 = model.classifier.fc2.weight.double(), report.masks["classifier.fc2.weight"]
     lost = ~keep2
     lost[:, 7] = True  # fc2's input 7 comes from the removed fc1 neuron
@@ -490,6 +467,15 @@ def test_cli_run_and_evaluate(lenet, tmp_path):
                                     "1", "--method", "weight", "--out", str(tmp_path / "one"),
                                     "--quiet"])
     assert res.exit_code == 0 and res.output.count("kept the most important one") == 5
+
+    res = runner.invoke(prune_app, ["run", "--model", str(stem), "--classes", "3", "--ratio",
+                                    "0.3", "--method", "weight", "--export", "--latency-runs",
+                                    "1", "--out", str(tmp_path / "said")])
+    assert res.exit_code == 0, res.output
+    written = sorted(p.name for p in (tmp_path / "said").iterdir())
+    assert written == ["exported.json", "exported.safetensors", "prune_report.json",
+                       "pruned.json", "pruned.safetensors"]
+    assert res.output.count("wrote") == len(written)  # one line for every file written
 
     for args, message in (
         (["--classes", ""], "empty"),

@@ -13,23 +13,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from nnslicer.apps.figures import Evaluation, Panel, mean, save_panels, std, write_csv, write_json
-from nnslicer.apps.prune.evaluate import (
+from nnslicer.apps.importance import (
+    SLICE_KINDS,
     cached_contributions,
+    check_method,
+    check_ratio,
     class_accuracies,
-    sample_class_sets,
+    class_sets_for,
 )
-from nnslicer.apps.prune.export import analyze_channels
-from nnslicer.apps.prune.pruning import SLICE_KINDS, check_classes, check_method, check_ratio
-from nnslicer.apps.prune.pruning import num_outputs as _num_outputs
+from nnslicer.apps.prune.channels import analyze_channels
 from nnslicer.data.datasets import ArrayDataset
 from nnslicer.errors import InputError
 
-from .protection import PROTECT_METHODS, ProtectReport, protect, simulate_attack
+from .protection import PROTECT_METHODS, protect, simulate_attack
 
 DEFAULT_BUDGETS: tuple[int, ...] = (0, 50, 100, 200, 500, 1000, 2000)
 ALL_HIDDEN = "all-hidden"
@@ -73,15 +73,12 @@ def evaluate_protection(
         raise InputError(f"budgets must lie in 0..{len(train)} (the attacker's pool), "
                          f"got {budgets[0]}..{budgets[-1]}")
     model.eval()
-    k_total = _num_outputs(analyze_channels(model))
-    if class_sets is None:
-        sets = sample_class_sets(k_total, subsets, subset_sizes, seed)
-    else:
-        sets = [check_classes(s, k_total, train.classes) for s in class_sets]
+    k_total = analyze_channels(model).num_outputs
+    sets = class_sets_for(class_sets, k_total, train, subsets, subset_sizes, seed)
     needed = sorted(set().union(*sets))
     sources = {
         kind: cached_contributions(
-            model, kind, train, needed, cache_dir=out / "cache",
+            model, kind, train, needed, num_classes=k_total, cache_dir=out / "cache",
             samples_per_class=samples_per_class,
             theta=ep_theta if kind == "effective-path" else theta, progress=progress,
         )
@@ -174,8 +171,3 @@ def write_protect_outputs(result: ProtectEvaluation, out: Path) -> dict[str, Pat
     )
     return files
 
-
-def hidden_values(model: nn.Module, report: ProtectReport) -> dict[str, torch.Tensor]:
-    """The secret part: the hidden weights' values (zero elsewhere)."""
-    params = dict(model.named_parameters())
-    return {n: params[n].detach() * m.to(params[n].dtype) for n, m in report.hidden.items()}

@@ -5,7 +5,7 @@ layer's synapses that matter most, and exposes the rest. Selection per method:
 
 * ``nnslicer``: largest |Σ contributions| over the training samples of the target classes
   (each sample sliced with its label), exactly the pruning importance of
-  :mod:`nnslicer.apps.prune.pruning`;
+  :mod:`nnslicer.apps.importance`;
 * ``effective-path``: largest EffectivePath counts over the same samples;
 * ``weight``: largest |w|;  ``random``: uniform noise from ``seed``.
 
@@ -30,18 +30,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nnslicer.apps.prune.export import analyze_channels
-from nnslicer.apps.prune.pruning import (
+from nnslicer.apps.importance import (
     SLICE_KINDS,
     Source,
     check_classes,
     check_method,
     check_ratio,
     count_to_remove,
-    num_outputs,
     ranked,
     synapse_scores,
 )
+from nnslicer.apps.prune.channels import analyze_channels
 from nnslicer.data.datasets import ArrayDataset
 from nnslicer.errors import InputError
 from nnslicer.training import train_model
@@ -112,7 +111,7 @@ def protect(
     method = check_method(method, PROTECT_METHODS)
     ratio = check_ratio(ratio)
     graph = analyze_channels(model)
-    k_total = num_outputs(graph)
+    k_total = graph.num_outputs
     names = data.classes if data is not None else None
     if classes is None and method not in SLICE_KINDS:
         targets: list[int] = []

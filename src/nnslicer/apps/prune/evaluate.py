@@ -11,119 +11,31 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from nnslicer.apps.figures import Evaluation, Panel, mean, save_panels, std, write_csv, write_json
-from nnslicer.data.datasets import ArrayDataset
-from nnslicer.errors import FileFormatError, InputError
-from nnslicer.profile.profile import parameter_hash
-from nnslicer.slicer import EffectivePath, Slicer
-
-from .export import analyze_channels
-from .pruning import (
-    PRUNE_METHODS,
+from nnslicer.apps.importance import (
     SLICE_KINDS,
     ClassContributions,
-    check_classes,
+    cached_contributions,
     check_method,
     check_ratio,
-    layer_input_means,
-    masked_finetune,
-    num_outputs,
-    prune,
+    class_accuracies,
+    class_sets_for,
 )
+from nnslicer.data.datasets import ArrayDataset
+from nnslicer.errors import InputError
+
+from .channels import analyze_channels
+from .pruning import PRUNE_METHODS, input_profile, masked_finetune, prune
 
 DEFAULT_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def sample_class_sets(num_classes: int, count: int, sizes: tuple[int, int] = (2, 9),
-                      seed: int = 0) -> list[list[int]]:
-    """``count`` random target class sets, each of a random size in ``sizes`` (inclusive)."""
-    lo, hi = sizes
-    if count < 1:
-        raise InputError(f"the number of class subsets must be >= 1, got {count}")
-    if not 1 <= lo <= hi <= num_classes:
-        raise InputError(f"subset sizes {lo}..{hi} must lie within 1..{num_classes}")
-    rng = np.random.default_rng(seed)
-    sets = []
-    for _ in range(count):
-        size = int(rng.integers(lo, hi + 1))
-        sets.append(sorted(int(k) for k in rng.choice(num_classes, size, replace=False)))
-    return sets
-
-
-def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    model.eval()
-    with torch.inference_mode():
-        return torch.cat([model(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def class_accuracies(model: nn.Module, test: ArrayDataset, classes: Sequence[int]
-                     ) -> dict[str, float]:
-    """Accuracy on target / other / all test samples; ``target_restricted`` takes the argmax
-    over the target classes' outputs only."""
-    logits = logits_of(model, test.x)
-    pred = logits.argmax(1)
-    targets = torch.tensor(sorted(classes), dtype=torch.long)
-    is_target = torch.isin(test.y, targets)
-    correct = pred == test.y
-    restricted = targets[logits[:, targets].argmax(1)] == test.y
-
-    def frac(t: torch.Tensor, sel: torch.Tensor) -> float:
-        return float(t[sel].float().mean()) if sel.any() else float("nan")
-
-    return {
-        "target": frac(correct, is_target),
-        "target_restricted": frac(restricted, is_target),
-        "other": frac(correct, ~is_target),
-        "all": float(correct.float().mean()) if len(correct) else float("nan"),
-    }
-
-
-def cached_contributions(
-    model: nn.Module,
-    kind: str,
-    train: ArrayDataset,
-    classes: Iterable[int],
-    *,
-    cache_dir: Path | None,
-    samples_per_class: int | None,
-    theta: float,
-    batch_size: int = 16,
-    progress: bool = False,
-) -> ClassContributions:
-    """Per-class contributions of ``kind`` ("nnslicer"/"effective-path"), reused from
-    ``cache_dir`` when they were computed for the same model, data and settings."""
-    wanted = sorted(set(classes))
-    expect = {"method": kind, "theta": theta, "samples_per_class": samples_per_class,
-              "data": train.name, "data_size": len(train), "model": parameter_hash(model)}
-    path = cache_dir / f"contributions-{kind}.safetensors" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            cached = ClassContributions.load(path)
-        except FileFormatError:
-            cached = None
-        if cached is not None and all(cached.meta.get(k) == v for k, v in expect.items()) and \
-                all(int(cached.counts[k]) > 0 for k in wanted if k < len(cached.counts)):
-            return cached
-    if kind == "effective-path":
-        slicer: Slicer = EffectivePath(model, theta, batch_size=batch_size)
-    else:
-        slicer = Slicer(model, theta, batch_size=batch_size)
-    result = ClassContributions.compute(
-        slicer, train, classes=wanted, samples_per_class=samples_per_class,
-        num_classes=num_outputs(analyze_channels(model)), progress=progress,
-    )
-    if path is not None:
-        result.save(path)
-    return result
 
 
 PruneEvaluation = Evaluation  # rows: one per subset × setting × method
@@ -159,28 +71,25 @@ def evaluate_pruning(
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    methods = [check_method(m) for m in methods]
+    methods = [check_method(m, PRUNE_METHODS) for m in methods]
     ratios = [check_ratio(r) for r in ratios]
     if not methods or not ratios or not compensate:
         raise InputError("give at least one method, one ratio and one compensation setting")
     if finetune_samples < 0:
         raise InputError(f"finetune_samples must be >= 0, got {finetune_samples}")
     model.eval()
-    k_total = num_outputs(analyze_channels(model))
-    if class_sets is None:
-        sets = sample_class_sets(k_total, subsets, subset_sizes, seed)
-    else:
-        sets = [check_classes(s, k_total, train.classes) for s in class_sets]
+    k_total = analyze_channels(model).num_outputs
+    sets = class_sets_for(class_sets, k_total, train, subsets, subset_sizes, seed)
     needed = sorted(set().union(*sets))
     sources: dict[str, ClassContributions] = {}
     for kind in sorted({SLICE_KINDS[m] for m in methods if m in SLICE_KINDS}):
         classes = range(k_total) if "nnslicer-all" in methods and kind == "nnslicer" else needed
         sources[kind] = cached_contributions(
-            model, kind, train, classes, cache_dir=out / "cache",
+            model, kind, train, classes, num_classes=k_total, cache_dir=out / "cache",
             samples_per_class=samples_per_class,
             theta=ep_theta if kind == "effective-path" else theta, progress=progress,
         )
-    means = layer_input_means(model, train.batches(256)) if any(compensate) else None
+    profile = input_profile(model, train) if any(compensate) else None
 
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(sets) * len(ratios), desc="pruning", unit="ratio", disable=not progress)
@@ -199,7 +108,7 @@ def evaluate_pruning(
                         warnings.simplefilter("always")
                         pruned, report = prune(
                             model, source, classes, ratio, method, data=train, compensate=comp,
-                            means=means, seed=sub_seed, prune_classifier=prune_classifier,
+                            profile=profile, seed=sub_seed, prune_classifier=prune_classifier,
                         )
                     common = {
                         "subset": i, "classes": list(classes), "n_classes": len(classes),

@@ -1,28 +1,25 @@
-"""Channel structure of a model, and physically smaller models made from pruned ones.
+"""Physically smaller models made from pruned ones.
 
-``analyze_channels`` traces the model with ``torch.fx`` and groups tensors into *channel spaces*:
-the output channels of a conv/linear layer flow unchanged through BatchNorm, zero-preserving
-activations, pooling and flatten until the next conv/linear layer reads them; a tensor add ties
-the spaces of its operands together (a residual stream is one space with many producers).
+``export_pruned`` drops a channel of a channel space (:mod:`.channels`) when it provably
+cannot change the output:
 
-``export_pruned`` then drops a channel of a space when it provably cannot change the output:
-
-* *dead*: every producer writes exactly 0 there (all its weights and bias are 0, and every
-  BatchNorm of the space maps 0 to 0), so its consumers read zeros; or
+* *dead*: every producer writes exactly 0 there (all its weights and bias are 0), and every
+  operator passing the space on maps 0 to 0 there (a BatchNorm whose shift is 0, a ReLU...),
+  so its consumers read zeros; or
 * *unused*: every consumer has only zero weights on it.
 
 For a residual stream this means a channel is only dropped where *all* producers into the add
 (and every layer reading the stream) agree; the inner conv of a block (conv1 -> bn1 -> relu ->
-conv2) is a space of its own and shrinks freely. Channels of the model input and output are
-never dropped. The exported model has the same class and ``forward`` as the original with
-smaller modules; it computes the same function up to float rounding (checked on export).
+conv2) is a space of its own and shrinks freely. Channels of the model input and output, and of
+whatever an operator pins, are never dropped. The exported model has the same class and
+``forward`` as the original with smaller modules; it computes the same function up to float
+rounding (checked on export).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import operator
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -31,262 +28,16 @@ from typing import Any
 
 import safetensors.torch
 import torch
-import torch.fx as fx
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nnslicer.errors import NNSlicerError
 from nnslicer.io_utils import atomic_write_bytes, atomic_write_text
 
-WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-# Modules and functions that map a channel of zeros to zeros and keep channels apart.
-_PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardtanh,
-    nn.Dropout, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-)  # fmt: skip
-_PASS_FUNCTIONS = {
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, torch.tanh, F.hardtanh,
-    F.dropout, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-}  # fmt: skip
-_PASS_METHODS = {"relu", "tanh", "contiguous"}
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+from .channels import BATCH_NORMS, ChannelGraph, analyze_channels
 
 
 class ExportError(NNSlicerError, ValueError):
     """The model's structure cannot be exported (or the export did not reproduce it)."""
-
-
-@dataclass
-class ChannelGroup:
-    """One channel space: who writes it, who reads it, which BatchNorms act on it."""
-
-    channels: int | None
-    producers: list[str] = field(default_factory=list)
-    #: (layer path, positions per channel): 1 for a conv, H*W for a linear after flatten
-    consumers: list[tuple[str, int]] = field(default_factory=list)
-    norms: list[str] = field(default_factory=list)
-    fixed_source: str | None = None  # something other than a layer writes it (model input...)
-    fixed_use: str | None = None  # something other than a layer reads it (model output...)
-
-
-@dataclass
-class ChannelGraph:
-    """Result of :func:`analyze_channels`."""
-
-    layers: dict[str, nn.Module]  # weighted layers by module path, in execution order
-    groups: list[ChannelGroup]
-    output_group: dict[str, int]  # layer path -> group of its output channels
-    input_group: dict[str, int]  # layer path -> group it reads
-    input_positions: dict[str, int]  # layer path -> input features per channel
-    direct_norm: dict[str, str]  # layer path -> BatchNorm applied right after it
-    classifier: str | None  # the layer whose output is the model output
-    problems: list[str]  # why the graph cannot be exported (empty when it can)
-
-    def weight_name(self, path: str) -> str:
-        return f"{path}.weight" if path else "weight"
-
-
-class _Spaces:
-    """Union-find over channel spaces."""
-
-    def __init__(self) -> None:
-        self.parent: list[int] = []
-        self.groups: list[ChannelGroup] = []
-
-    def new(self, channels: int | None) -> int:
-        self.parent.append(len(self.parent))
-        self.groups.append(ChannelGroup(channels))
-        return len(self.parent) - 1
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> str | None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return None
-        ga, gb = self.groups[ra], self.groups[rb]
-        if ga.channels is not None and gb.channels is not None and ga.channels != gb.channels:
-            return f"an add joins {ga.channels} and {gb.channels} channels"
-        self.parent[rb] = ra
-        ga.channels = ga.channels if ga.channels is not None else gb.channels
-        ga.producers += gb.producers
-        ga.consumers += gb.consumers
-        ga.norms += gb.norms
-        ga.fixed_source = ga.fixed_source or gb.fixed_source
-        ga.fixed_use = ga.fixed_use or gb.fixed_use
-        return None
-
-
-def _trace(model: nn.Module) -> fx.GraphModule:
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types; all mean "not traceable"
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ExportError(
-            f"cannot trace {type(model).__name__} with torch.fx ({msg}); pruning needs a "
-            "traceable model (the same requirement as slicing)"
-        ) from exc
-
-
-def analyze_channels(model: nn.Module) -> ChannelGraph:
-    """Group the model's tensors into channel spaces (see the module docstring)."""
-    gm = _trace(model)
-    modules = dict(model.named_modules())
-    spaces = _Spaces()
-    # node name -> (space id, positions per channel: 1 = channel layout, >1 flattened, None unknown)
-    at: dict[str, tuple[int, int | None]] = {}
-    layers: dict[str, nn.Module] = {}
-    output_group: dict[str, int] = {}
-    input_group: dict[str, int] = {}
-    input_positions: dict[str, int] = {}
-    direct_norm: dict[str, str] = {}
-    layer_of_node: dict[str, str] = {}
-    problems: list[str] = []
-    called: set[str] = set()
-
-    def pin_inputs(node: fx.Node, why: str) -> None:
-        for a in node.all_input_nodes:
-            if a.name in at:
-                spaces.groups[spaces.find(at[a.name][0])].fixed_use = why
-
-    def fixed_output(node: fx.Node, why: str) -> None:
-        sid = spaces.new(None)
-        spaces.groups[sid].fixed_source = why
-        at[node.name] = (sid, 1)
-
-    for node in gm.graph.nodes:
-        live = [a for a in node.all_input_nodes if a.name in at]
-        if node.op == "placeholder":
-            fixed_output(node, "model input")
-            continue
-        if node.op == "output":
-            pin_inputs(node, "model output")
-            continue
-        if not live:
-            continue  # parameters, constants, shapes
-        src = node.args[0] if node.args else None
-        first = at.get(src.name) if isinstance(src, fx.Node) else None
-        if node.op == "call_module":
-            m = modules[node.target]
-            if node.target in called and isinstance(m, WEIGHTED + NORMS):
-                problems.append(f"module '{node.target}' is called more than once")
-            called.add(node.target)
-            if isinstance(m, WEIGHTED) and first is not None:
-                path = str(node.target)
-                gid, positions = first
-                out_ch = m.out_features if isinstance(m, nn.Linear) else m.out_channels
-                in_ch = m.in_features if isinstance(m, nn.Linear) else m.in_channels
-                g = spaces.groups[spaces.find(gid)]
-                if isinstance(m, nn.Linear):
-                    if positions != 1 and g.channels:
-                        positions = in_ch // g.channels
-                        if positions * g.channels != in_ch:
-                            problems.append(f"'{path}' reads {in_ch} features from a flattened "
-                                            f"map of {g.channels} channels")
-                elif positions != 1:
-                    problems.append(f"conv '{path}' reads a flattened tensor")
-                if positions == 1 and g.channels and g.channels != in_ch:
-                    problems.append(f"'{path}' reads {in_ch} features from a tensor of "
-                                    f"{g.channels} channels (not along the channel dim)")
-                if not isinstance(m, nn.Linear) and m.groups != 1:
-                    problems.append(f"conv '{path}' has groups={m.groups} (only groups=1)")
-                if g.channels is None and g.fixed_source:
-                    g.channels = in_ch if positions == 1 else None
-                g.consumers.append((path, positions or 1))
-                sid = spaces.new(out_ch)
-                spaces.groups[sid].producers.append(path)
-                at[node.name] = (sid, 1)
-                layers[path] = m
-                layer_of_node[node.name] = path
-                output_group[path] = sid
-                input_group[path] = gid
-                input_positions[path] = positions or 1
-                continue
-            if isinstance(m, NORMS) and first is not None:
-                spaces.groups[spaces.find(first[0])].norms.append(str(node.target))
-                if not m.track_running_stats:
-                    problems.append(f"BatchNorm '{node.target}' has no running statistics")
-                if (isinstance(src, fx.Node) and src.name in layer_of_node
-                        and len(src.users) == 1):
-                    direct_norm[layer_of_node[src.name]] = str(node.target)
-                at[node.name] = first
-                continue
-            if isinstance(m, _PASS_MODULES) and first is not None:
-                at[node.name] = first
-                continue
-            if isinstance(m, nn.Flatten) and first is not None and m.start_dim == 1 and \
-                    m.end_dim == -1:
-                at[node.name] = (first[0], None)
-                continue
-            what = f"module '{node.target}' ({type(m).__name__})"
-        elif node.op == "call_function":
-            if node.target in _ADD_FUNCTIONS and not node.kwargs.get("alpha"):
-                args = [a for a in node.args[:2] if isinstance(a, fx.Node) and a.name in at]
-                if len(args) == 2 and at[args[0].name][1] == at[args[1].name][1]:
-                    err = spaces.union(at[args[0].name][0], at[args[1].name][0])
-                    if err:
-                        problems.append(f"'{node.name}': {err}")
-                    at[node.name] = at[args[0].name]
-                    continue
-            if node.target in _PASS_FUNCTIONS and first is not None:
-                at[node.name] = first
-                continue
-            if node.target is torch.flatten and first is not None and \
-                    _flatten_from_one(node.args[1:], node.kwargs):
-                at[node.name] = (first[0], None)
-                continue
-            what = f"function {getattr(node.target, '__name__', node.target)}"
-        else:  # call_method
-            if node.target in _PASS_METHODS and first is not None:
-                at[node.name] = first
-                continue
-            if node.target == "flatten" and first is not None and \
-                    _flatten_from_one(node.args[1:], node.kwargs):
-                at[node.name] = (first[0], None)
-                continue
-            what = f"method .{node.target}()"
-        problems.append(f"node '{node.name}' ({what}) is not supported for channel removal")
-        pin_inputs(node, f"node '{node.name}'")
-        fixed_output(node, f"node '{node.name}'")
-
-    roots: dict[int, int] = {}
-    groups: list[ChannelGroup] = []
-    for sid in range(len(spaces.parent)):
-        r = spaces.find(sid)
-        if r == sid:
-            roots[r] = len(groups)
-            groups.append(spaces.groups[r])
-
-    def index(sid: int) -> int:
-        return roots[spaces.find(sid)]
-
-    output_node = next(n for n in gm.graph.nodes if n.op == "output").args[0]
-    classifier = layer_of_node.get(output_node.name) if isinstance(output_node, fx.Node) else None
-    if classifier is None and layers:
-        classifier = list(layers)[-1]
-    return ChannelGraph(
-        layers=layers,
-        groups=groups,
-        output_group={k: index(v) for k, v in output_group.items()},
-        input_group={k: index(v) for k, v in input_group.items()},
-        input_positions=input_positions,
-        direct_norm=direct_norm,
-        classifier=classifier,
-        problems=problems,
-    )
-
-
-def _flatten_from_one(args: tuple, kwargs: dict) -> bool:
-    start = args[0] if args else kwargs.get("start_dim", 0)
-    end = args[1] if len(args) > 1 else kwargs.get("end_dim", -1)
-    return start == 1 and end == -1
 
 
 # --------------------------------------------------------------------------- channel removal
@@ -300,25 +51,18 @@ def _zero_rows(layer: nn.Module) -> Tensor:
     return dead
 
 
-def _norm_shift(norm: nn.Module) -> Tensor:
-    """BatchNorm's output for an input of 0, per channel."""
-    shift = -norm.running_mean / torch.sqrt(norm.running_var + norm.eps)
-    if norm.affine:
-        shift = shift * norm.weight.detach() + norm.bias.detach()
-    return shift
-
-
 def _unused_columns(layer: nn.Module, channels: int, positions: int) -> Tensor:
     w = layer.weight.detach()
-    if isinstance(layer, nn.Linear):
+    if w.dim() == 2:  # a linear layer: ``positions`` features per channel
         return (w.reshape(w.shape[0], channels, positions) == 0).all(2).all(0)
     return (w.transpose(0, 1).reshape(w.shape[1], -1) == 0).all(1)
 
 
-def removable_channels(model: nn.Module, graph: ChannelGraph | None = None) -> list[Tensor]:
-    """Per channel group, a bool mask of the channels that can be dropped exactly."""
-    graph = graph or analyze_channels(model)
-    modules = dict(model.named_modules())
+def removable_channels(graph: ChannelGraph) -> list[Tensor]:
+    """Per channel group, a bool mask of the channels that can be dropped exactly.
+
+    Dead channels are found only in a graph analysed with an example input (``keeps_zero``).
+    """
     result = []
     for g in graph.groups:
         n = g.channels or 0
@@ -327,12 +71,12 @@ def removable_channels(model: nn.Module, graph: ChannelGraph | None = None) -> l
             continue
         dead = torch.ones(n, dtype=torch.bool)
         for p in g.producers:
-            dead &= _zero_rows(modules[p]).cpu()
-        for name in g.norms:
-            dead &= (_norm_shift(modules[name]).detach() == 0).cpu()
+            dead &= _zero_rows(graph.layers[p]).cpu()
+        for name in g.passes:
+            dead &= graph.stays_zero(name, n).cpu()
         unused = torch.ones(n, dtype=torch.bool)
         for c, positions in g.consumers:
-            unused &= _unused_columns(modules[c], n, positions).cpu()
+            unused &= _unused_columns(graph.layers[c], n, positions).cpu()
         if not g.consumers:
             unused[:] = False
         drop = dead | unused
@@ -358,7 +102,7 @@ def resized_module(m: nn.Module, in_size: int | None, out_size: int | None) -> n
             dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
             padding_mode=m.padding_mode, dtype=m.weight.dtype, **kw,
         )
-    if isinstance(m, NORMS):
+    if isinstance(m, BATCH_NORMS):
         return type(m)(out_size, eps=m.eps, momentum=m.momentum, affine=m.affine,
                        track_running_stats=m.track_running_stats,
                        device=m.running_mean.device)
@@ -409,10 +153,10 @@ def export_pruned(
     largest absolute output difference must stay below ``atol``) and for the CPU latency,
     the median of ``latency_runs`` runs at each batch size in ``latency_batches``.
     """
-    graph = analyze_channels(model)
+    graph = analyze_channels(model, example_input)
     if graph.problems:
         raise ExportError(f"cannot export {type(model).__name__}: {graph.problems[0]}")
-    drops = removable_channels(model, graph)
+    drops = removable_channels(graph)
     keep = [torch.nonzero(~d).flatten() for d in drops]
     small = copy.deepcopy(model).eval()
     modules = dict(model.named_modules())
@@ -497,7 +241,7 @@ def module_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
             shapes[name] = {"in": m.in_features, "out": m.out_features}
         elif isinstance(m, nn.Conv1d | nn.Conv2d):
             shapes[name] = {"in": m.in_channels, "out": m.out_channels}
-        elif isinstance(m, NORMS):
+        elif isinstance(m, BATCH_NORMS):
             shapes[name] = {"in": m.num_features, "out": m.num_features}
     return shapes
 
