@@ -182,3 +182,23 @@ def test_slicer_executor_ray_matches_serial(ray_local):
     assert torch.equal(sharded.current_profile.class_counts, serial.current_profile.class_counts)
     sharded.use_profile(serial.current_profile)  # slice identity must not hinge on sum rounding
     assert_same(sharded.slice(x, per_sample=True), serial.slice(x, per_sample=True))
+
+
+def test_a_model_traced_at_its_first_input_slices_identically_on_ray(ray_local):
+    """An LSTM (unrolled with concrete shapes) profiled and sliced by Ray workers, which
+    rebuild it from the traced graph and the rule set: the same slice as in this process."""
+    from nnslicer.models.modern import LSTMClassifier
+
+    torch.manual_seed(0)
+    model = LSTMClassifier(1, 10, 12, hidden=8).eval()
+    data = [torch.randn(8, 1, 12, 12) for _ in range(2)]
+    x = torch.randn(6, 1, 12, 12)
+    serial = nnslicer.Slicer(model, batch_size=2)
+    serial.profile(data)
+    remote = nnslicer.Slicer(model, batch_size=2, executor="ray")
+    remote.profile(data)
+    a, b = serial.slice(x, per_sample=True), remote.slice(x, per_sample=True)
+    for name, t in a.synapses.items():
+        assert torch.equal(t, b.synapses[name]), name
+    for name, t in a.neurons.items():
+        assert torch.equal(t, b.neurons[name]), name

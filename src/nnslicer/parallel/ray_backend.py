@@ -476,6 +476,7 @@ class RayExecutor:
             raise InputError("the profiling data is empty; give at least one batch")
         slicer.ready(first[0])  # a model traced at its first input is traced here
         data = itertools.chain([first], batches)
+        data = (x if y is None else (x, y) for x, y in data)
         return ray_profile(slicer, data, address=self.address, num_workers=self.num_workers,
                            classes=classes)
 
