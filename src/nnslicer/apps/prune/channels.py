@@ -97,12 +97,12 @@ class ChannelGraph:
         return known if known is not None else torch.zeros(channels, dtype=torch.bool)
 
 
-def quiet_slicer(model: nn.Module, **kwargs: Any) -> Slicer:
+def quiet_slicer(model: nn.Module) -> Slicer:
     """A Slicer used for the model's structure or its means, not for slices: it reads an
     eval-mode copy, which is what pruning wants, so the training-mode warning is not shown."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "the model is in training mode", UserWarning)
-        return Slicer(model, **kwargs)
+        return Slicer(model)
 
 
 def analyze_channels(model: nn.Module, example: Tensor | None = None, *,
