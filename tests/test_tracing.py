@@ -498,16 +498,19 @@ def test_matrix_products_with_parameters_keep_per_sample_synapses_apart() -> Non
             super().__init__()
             self.W = nn.Parameter(torch.randn(5, 4))
             self.V = nn.Parameter(torch.randn(3, 6))
-            self.fc = nn.Linear(4 * 3, 2)
+            self.U = nn.Parameter(torch.randn(2, 4))  # used transposed and sliced
+            self.fc = nn.Linear(2 * 3, 2)
 
         def forward(self, x):  # (B, 6, 5)
-            return self.fc((self.V @ (x @ self.W)).flatten(1))
+            h = self.V @ (x @ self.W)  # (B, 3, 4)
+            return self.fc((h @ self.U.t()[:, :2]).flatten(1))
 
     torch.manual_seed(0)
     slicer = _profiled(Products(), (6, 5))
     x = torch.randn(5, 6, 5)
     each, total = slicer.slice(x, per_sample=True), slicer.slice(x)
-    assert set(total.synapses) == {"W", "V", "fc.weight"}
+    assert set(total.synapses) == {"W", "V", "U", "fc.weight"}
+    assert total.synapses["U"].shape == (2, 4)
     for name, t in total.synapses.items():
         assert t.any() and torch.equal(each.synapses[name].sum(0), t), name
     for i in (0, 4):

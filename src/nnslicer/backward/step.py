@@ -154,6 +154,29 @@ class Step:
             else:
                 buffer[lo:hi] += part.sum(0)
 
+    def add_view_synapses(self, chain: list[fx.Node], counts: Tensor) -> None:
+        """Add synapse counts given on a view of a parameter (``W.t()``, ``W[:k]``: ``chain``
+        from ``rules.base.parameter_view``), shaped like the view, with a leading samples dim,
+        to the parameter's own elements: each view element is one parameter element, so the
+        view's vector-Jacobian product moves every count to its element."""
+        name = chain[0].target
+        parameter = self.value(chain[0])
+        buffer = self._state.synapse_buffer(name, parameter.shape, self.batch)
+        per_sample = self.per_sample_synapses(name)
+        rows = counts if per_sample else counts.sum(0, keepdim=True)
+        for i, row in enumerate(rows):
+            leaf = parameter.detach().to(torch.float64).requires_grad_(True)
+            with torch.enable_grad():
+                value: Any = leaf
+                for node in chain[1:]:
+                    value = self.evaluate(node, {node.all_input_nodes[0].name: value})
+                (grad,) = torch.autograd.grad(value, leaf, row.to(torch.float64))
+            moved = grad.round().to(torch.int64)
+            if per_sample:
+                buffer[i] += moved
+            else:
+                buffer += moved
+
     def transposed(self) -> Step:
         """This step with the output's last two dims swapped (``W @ x`` is a Linear of
         ``x.T``)."""
@@ -161,17 +184,20 @@ class Step:
 
     def call(self, replace: dict[str, Tensor]) -> Any:
         """Re-run this node's operator with some live arguments replaced by other tensors."""
+        return self.evaluate(self.node.fx_node, replace)
+
+    def evaluate(self, node: fx.Node, replace: dict[str, Any]) -> Any:
+        """Run one graph node's operator on recorded values, some replaced by others."""
 
         def sub(a: Any) -> Any:
             if isinstance(a, fx.Node):
                 return replace[a.name] if a.name in replace else self._state.values[a.name]
             return a
 
-        args = fx.node.map_aggregate(self.node.fx_node.args, sub)
-        kwargs = fx.node.map_aggregate(self.node.fx_node.kwargs, sub)
-        node = self.node
+        args = fx.node.map_aggregate(node.args, sub)
+        kwargs = fx.node.map_aggregate(node.kwargs, sub)
         if node.op == "call_module":
-            return node.module(*args, **kwargs)
+            return self._state.graph.module.get_submodule(node.target)(*args, **kwargs)
         if node.op == "call_method":
             return getattr(args[0], node.target)(*args[1:], **kwargs)
         return node.target(*args, **kwargs)

@@ -92,3 +92,38 @@ def pool_dims(step: Step) -> int:
     if step.module is not None:
         return 1 if type(step.module).__name__.endswith("1d") else 2
     return 1 if step.node.target.__name__.endswith("1d") else 2
+
+
+#: operators that only rearrange a parameter's elements (a weight used transposed or sliced)
+_VIEW_METHODS = {"t", "transpose", "permute", "view", "reshape", "contiguous", "flatten",
+                 "unflatten", "squeeze", "unsqueeze", "expand", "detach", "float", "double"}
+_VIEW_FUNCTIONS = {torch.t, torch.transpose, torch.permute, torch.reshape, torch.flatten,
+                   torch.squeeze, torch.unsqueeze}
+
+
+def parameter_view(arg: object) -> list[object] | None:
+    """The chain [get_attr, op, op, …, arg] when ``arg`` is a parameter (or buffer) seen
+    through operators that only rearrange its elements (``W.t()``, ``W.T``, ``W[:k]``,
+    ``W.view(...)``); None otherwise."""
+    import operator
+
+    import torch.fx as fx
+
+    chain = []
+    node = arg
+    while isinstance(node, fx.Node):
+        chain.append(node)
+        if node.op == "get_attr":
+            return chain[::-1]
+        inputs = node.all_input_nodes
+        viewing = (
+            (node.op == "call_method" and node.target in _VIEW_METHODS)
+            or (node.op == "call_function" and node.target in _VIEW_FUNCTIONS)
+            or (node.op == "call_function" and node.target is operator.getitem)
+            or (node.op == "call_function" and node.target is getattr
+                and node.args[1] in ("T", "mT"))
+        )
+        if not viewing or len(inputs) != 1:
+            return None
+        node = inputs[0]
+    return None

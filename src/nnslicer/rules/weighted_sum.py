@@ -21,7 +21,15 @@ from torch import Tensor, nn
 
 from ..backward import kernels
 from ..trace.composite.block_linear import block_linear
-from .base import TERM_BUDGET, Rule, live_point_chunks, pool_dims, sum_to_shape, unsupported
+from .base import (
+    TERM_BUDGET,
+    Rule,
+    live_point_chunks,
+    parameter_view,
+    pool_dims,
+    sum_to_shape,
+    unsupported,
+)
 from .ruleset import Entry, Where, live_operands, ops
 
 if TYPE_CHECKING:
@@ -34,22 +42,29 @@ def _pair(v: int | tuple[int, ...], n: int) -> tuple[int, ...]:
 
 
 def _weight_name(node: OpNode) -> str:
-    """Name of the weight parameter of a conv/linear node (module or functional form)."""
+    """Name of the weight parameter of a conv/linear node (module or functional form; for a
+    functional linear, the parameter behind a view of it)."""
     if node.module is not None:
         return f"{node.module_path}.weight"
-    w = node.fx_node.args[1] if len(node.fx_node.args) > 1 else node.fx_node.kwargs.get("weight")
-    return w.target
+    return parameter_view(_weight_arg(node))[0].target
 
 
-def _check_weight_is_parameter(node: OpNode, graph: OperatorGraph) -> None:
+def _weight_arg(node: OpNode) -> object:
+    args = node.fx_node.args
+    return args[1] if len(args) > 1 else node.fx_node.kwargs.get("weight")
+
+
+def _check_weight_is_parameter(node: OpNode, graph: OperatorGraph, views: bool = False) -> None:
+    """A functional conv/linear's weight must be a parameter (or, with ``views``, a parameter
+    seen through a transpose, slice or reshape)."""
     if node.module is not None:
         return
-    args = node.fx_node.args
-    w = args[1] if len(args) > 1 else node.fx_node.kwargs.get("weight")
-    if w is None or graph.parameter_of(w) is None:
-        raise unsupported(node, "its weight is not a parameter of the model")
+    w = _weight_arg(node)
     if node.is_live_arg(w):
         raise unsupported(node, "its weight depends on the input")
+    chain = parameter_view(w) if views else ([w] if graph.parameter_of(w) else None)
+    if not chain or graph.parameter_of(chain[0]) is None:
+        raise unsupported(node, "its weight is not a parameter of the model")
 
 
 class ConvRule(Rule):
@@ -210,21 +225,32 @@ class LinearRule(Rule):
     channels = "produces"
 
     def check(self, node: OpNode, graph: OperatorGraph) -> None:
-        _check_weight_is_parameter(node, graph)
+        _check_weight_is_parameter(node, graph, views=True)
 
     def synapse_names(self, node: OpNode) -> list[str]:
         return [_weight_name(node)]
 
     def backward(self, step: Step) -> None:
         x_arg = step.arg(0, "input")
-        weight = step.module.weight if step.module is not None else step.value(step.arg(1))
-        syn = step.synapse_target(_weight_name(step.node), weight.shape)
-        step.send(x_arg, _linear_core(step, x_arg, weight, syn).round().to(torch.int64))
+        if step.module is not None:
+            weight, chain = step.module.weight, None
+        else:
+            weight, chain = step.value(step.arg(1, "weight")), parameter_view(
+                _weight_arg(step.node))
+        if chain is None or len(chain) == 1:  # the parameter itself
+            syn = step.synapse_target(_weight_name(step.node), weight.shape)
+            step.send(x_arg, _linear_core(step, x_arg, weight, syn).round().to(torch.int64))
+            return
+        scratch = step.synapse_scratch([chain[0].target], *weight.shape)
+        signs = _linear_core(step, x_arg, weight, scratch)
+        step.add_view_synapses(chain, scratch.buffer.view(-1, *weight.shape))
+        step.send(x_arg, signs.round().to(torch.int64))
 
 
 class ConstantMatmulRule(Rule):
-    """``x @ W`` or ``W @ x`` with W a 2-D parameter (or another tensor that does not depend on
-    the input): a weighted sum, t = w · Δx; a parameter's elements are its synapses."""
+    """``x @ W`` or ``W @ x`` with a 2-D W that does not depend on the input: a weighted sum,
+    t = w · Δx. When W is a parameter, or a parameter seen through a transpose, a slice or a
+    reshape (``x @ self.W.t()``), its elements are the synapses."""
 
     family = "weighted_sum"
 
@@ -239,8 +265,8 @@ class ConstantMatmulRule(Rule):
             raise unsupported(node, "a matrix product needs two tensors")
 
     def synapse_names(self, node: OpNode) -> list[str]:
-        w = self._sides(node)[1]
-        return [w.target] if getattr(w, "op", None) == "get_attr" else []
+        chain = parameter_view(self._sides(node)[1])
+        return [chain[0].target] if chain else []
 
     def backward(self, step: Step) -> None:
         x, w_arg, x_first = self._sides(step.node)
@@ -248,17 +274,19 @@ class ConstantMatmulRule(Rule):
         if w.dim() != 2:
             raise unsupported(step.node, f"a matrix product with a {w.dim()}-D constant; only "
                               "2-D weights are a weighted sum per output point")
-        names = self.synapse_names(step.node)
+        chain = parameter_view(w_arg)
+        names = [chain[0].target] if chain else []
         if x_first:  # y[..., o] = sum_k x[..., k] W[k, o]: a Linear with weight W.T
             scratch = step.synapse_scratch(names, w.shape[1], w.shape[0])
             signs = _linear_core(step, x, w.t(), scratch)
-            per_sample = scratch.buffer.view(-1, w.shape[1], w.shape[0])  # (samples, O, K)
-            step.add_synapses(names, w.shape, per_sample.transpose(1, 2))
+            counts = scratch.buffer.view(-1, w.shape[1], w.shape[0]).transpose(1, 2)
         else:  # y[..., i, j] = sum_k W[i, k] x[..., k, j]: the same on x and y transposed
             scratch = step.synapse_scratch(names, w.shape[0], w.shape[1])
             signs = _linear_core(step.transposed(), x, w, scratch,
                                  dx=step.delta(x).transpose(-1, -2)).transpose(-1, -2)
-            step.add_synapses(names, w.shape, scratch.buffer)
+            counts = scratch.buffer.view(-1, *w.shape)
+        if chain:  # counts on W's elements, back onto the parameter behind it
+            step.add_view_synapses(chain, counts)
         step.send(x, signs.round().to(torch.int64))
 
 
