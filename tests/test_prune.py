@@ -378,6 +378,39 @@ def test_export_resnet_drops_inner_channels_and_checks_the_add():
         assert torch.allclose(pruned(x), small(x), atol=1e-4)
 
 
+class _ViewFlatten(nn.Module):
+    """conv -> activation -> x.view(batch, -1) -> linear: a flatten no rule calls one."""
+
+    def __init__(self, activation: nn.Module):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.act = activation
+        self.fc = nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).view(x.size(0), -1))
+
+
+@pytest.mark.parametrize(("activation", "dropped"), [
+    (nn.ReLU(), True), (nn.Hardswish(), True), (nn.Mish(), True),  # f(0) = 0
+    (nn.Sigmoid(), False), (nn.Softplus(), False),  # f(0) != 0: the consumer reads a constant
+])
+def test_export_asks_each_operator_whether_a_dead_channel_stays_zero(activation, dropped):
+    torch.manual_seed(0)
+    model = _ViewFlatten(activation).eval()
+    with torch.no_grad():  # channel 2 of the conv is dead: zero filter, zero bias
+        model.conv.weight[2] = 0
+        model.conv.bias[2] = 0
+    x = torch.rand(8, 1, 6, 6)
+    graph = analyze_channels(model, x)
+    assert graph.input_positions["fc"] == 16  # the view flattens 4 channels of 4 x 4
+    small, _ = export_pruned(model, x, latency_batches=())
+    assert small.conv.out_channels == (3 if dropped else 4)
+    assert small.fc.in_features == (48 if dropped else 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), small(x), atol=1e-5)
+
+
 # ----------------------------------------------------------------------- evaluation, CLI
 
 
