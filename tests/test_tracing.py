@@ -517,3 +517,20 @@ def test_matrix_products_with_parameters_keep_per_sample_synapses_apart() -> Non
         alone = slicer.slice(x[i : i + 1])
         for name, t in alone.synapses.items():
             assert torch.equal(each.synapses[name][i], t), (i, name)
+
+
+def test_chunks_shrink_to_the_memory_budget_with_identical_results() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 8 * 8, 4)).eval()
+    data = [torch.randn(8, 3, 8, 8) for _ in range(2)]
+    x = torch.randn(6, 3, 8, 8)
+    roomy = nnslicer.Slicer(model, batch_size=4)
+    tight = nnslicer.Slicer(model, batch_size=4, memory_budget=20 * 1300)  # ~1 sample's points
+    for slicer in (roomy, tight):
+        slicer.profile(data)
+    assert roomy.slice_chunk_samples(x) == 4 and tight.slice_chunk_samples(x) == 1
+    a, b = roomy.slice(x, per_sample=True), tight.slice(x, per_sample=True)
+    for name, t in a.synapses.items():
+        assert torch.equal(t, b.synapses[name]), name
+    for name, t in roomy.current_profile.sums.items():
+        torch.testing.assert_close(tight.current_profile.sums[name], t, rtol=1e-12, atol=1e-9)

@@ -35,8 +35,9 @@ class Slicer:
     :class:`Slice`. ``rules`` is this slicer's rule set (default: ``default_rules()``).
     A model whose ``forward`` branches on shapes, or holds recurrent layers, is traced with the
     concrete shapes of its first input (``example_input``, or the first batch it profiles or
-    slices). ``batch_size`` bounds how many samples are sliced at once (memory); profiling,
-    which holds far less per sample, runs ``4 * batch_size`` samples at a time.
+    slices). ``batch_size`` bounds how many samples are sliced at once; profiling, which holds
+    far less per sample, runs ``4 * batch_size`` samples at a time; both run fewer when that
+    many samples' recorded values would not fit ``memory_budget`` bytes (an ImageNet model).
     ``executor``: None (this process), ``"ray"`` (a local Ray cluster), a Ray address, or an
     :class:`~nnslicer.parallel.Executor`.
     """
@@ -46,7 +47,8 @@ class Slicer:
                  progress: bool = False, policy: SelectionPolicy | None = None,
                  executor: str | Executor | None = None, num_workers: int = 2,
                  example_input: Tensor | None = None,
-                 composites: CompositeLayers | None = None):
+                 composites: CompositeLayers | None = None,
+                 memory_budget: int = 3 << 30):
         if not isinstance(model, nn.Module):
             raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
         if model.training:
@@ -64,6 +66,8 @@ class Slicer:
         self.composites = composites if composites is not None else default_composites()
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.memory_budget = memory_budget
+        self._point_count: int | None = None  # points one sample's recorded values hold
         self.progress = progress
         self.executor = make_executor(executor, num_workers)
         self._model = model
@@ -138,8 +142,26 @@ class Slicer:
             graph = self.ready(x)
             return graph, _matching_dtype(x, graph)
 
+        def chunk(x: Tensor) -> int:  # a held float32 value per point
+            return self.samples_per_chunk(x, 4 * self.batch_size, bytes_per_point=4)
+
         return profile_batches(prepare, data, progress=progress, device=self.device,
-                               chunk_size=4 * self.batch_size, classes=classes)
+                               chunk_size=chunk, classes=classes)
+
+    def slice_chunk_samples(self, x: Tensor) -> int:
+        """Samples sliced at once: ``batch_size``, or fewer to fit the memory budget (a float32
+        value, an int64 contribution and, briefly, a float64 Δ per point)."""
+        return self.samples_per_chunk(x, self.batch_size, bytes_per_point=20)
+
+    def samples_per_chunk(self, x: Tensor, most: int, bytes_per_point: int) -> int:
+        """``most`` samples, or fewer if their points (``bytes_per_point`` each) would not fit
+        the memory budget; the point count comes from one recorded sample, measured once."""
+        if self._point_count is None:
+            values = record_values(self.graph, x[:1].to(self.device))
+            self._point_count = sum(v.numel() for v in values.values()
+                                    if isinstance(v, Tensor) and v.is_floating_point())
+        fits = self.memory_budget // max(1, self._point_count * bytes_per_point)
+        return max(1, min(most, fits))
 
     def use_profile(self, profile: Profile | str | Path) -> Profile:
         """Use a saved or computed profile; ProfileMismatch if it belongs to another model."""
@@ -212,9 +234,10 @@ class Slicer:
         from tqdm.auto import tqdm
 
         neurons, synapses, targets = [], [], []
-        starts = range(0, x.shape[0], self.batch_size)
+        step = self.slice_chunk_samples(x)
+        starts = range(0, x.shape[0], step)
         for start in tqdm(starts, desc="slicing", unit="chunk", disable=not self.progress):
-            stop = min(start + self.batch_size, x.shape[0])
+            stop = min(start + step, x.shape[0])
             n, s, classes = self.slice_chunk(x[start:stop], split_target(target, start, stop),
                                              reference, per_sample, wanted)
             neurons.append(n)

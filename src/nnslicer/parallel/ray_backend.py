@@ -90,20 +90,22 @@ class SlicerSpec:
 
     module: nn.Module
     batch_size: int
+    memory_budget: int
     policy: SelectionPolicy
     rules: RuleSet
     composites: CompositeLayers
 
     @classmethod
     def of(cls, slicer: Slicer) -> SlicerSpec:
-        return cls(_picklable_module(slicer.graph.module), slicer.batch_size, slicer.policy,
-                   slicer.rules, slicer.composites)
+        return cls(_picklable_module(slicer.graph.module), slicer.batch_size,
+                   slicer.memory_budget, slicer.policy, slicer.rules, slicer.composites)
 
     def build(self) -> Slicer:
         from ..slicer import Slicer
 
         return Slicer(self.module, batch_size=self.batch_size, policy=self.policy,
-                      rules=self.rules, composites=self.composites)
+                      rules=self.rules, composites=self.composites,
+                      memory_budget=self.memory_budget)
 
 
 def _picklable_module(module: nn.Module) -> nn.Module:
@@ -311,7 +313,8 @@ class RayPool:
         """Same result as ``slicer.slice(x, target, reference, per_sample, synapses)``.
 
         ``shard_size`` samples go to a worker at a time (default ``slicer.batch_size``); it is
-        rounded up to a multiple of ``slicer.batch_size`` so that shards split into exactly the
+        rounded up to a multiple of the slicer's chunk (``batch_size``, or fewer samples when
+        the memory budget asks for it) so that shards split into exactly the
         serial run's chunks.
         """
         x, target, wanted = self.slicer.check_slice_args(x, target, synapses)
@@ -330,7 +333,9 @@ class RayPool:
             raise InputError(
                 "no profile yet: call slicer.profile(data) or slicer.use_profile(path)"
             )
-        step = _shard_step(shard_size, slicer.batch_size)
+        # shards are whole numbers of the serial run's chunks, so every chunk holds the same
+        # samples as in the serial run
+        step = _shard_step(shard_size, slicer.slice_chunk_samples(x))
         n = x.shape[0]
         x = x.detach().cpu()
         if isinstance(target, Tensor):

@@ -323,10 +323,12 @@ Prepare = Callable[[Tensor], tuple[OperatorGraph, Tensor]]
 
 
 def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
-                    device: torch.device | str = "cpu", chunk_size: int = 64,
+                    device: torch.device | str = "cpu",
+                    chunk_size: int | Callable[[Tensor], int] = 64,
                     classes: ClassChoice = "auto") -> Profile:
     """Accumulate sums (float64) over every batch of ``data``; the model runs once per sample,
-    ``chunk_size`` samples at a time (so memory does not grow with the caller's batch size).
+    ``chunk_size`` samples at a time (so memory does not grow with the caller's batch size; a
+    function of the first batch when it depends on the model).
 
     Labelled chunks are streamed: each node's value is added to its sums as soon as it is
     computed. Unlabelled samples count for the class the model predicts, known only at the end
@@ -345,6 +347,8 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
         input_shape, input_dtype = tuple(x.shape[1:]), x.dtype
         graph, x = prepare(x)
         layouts = graph.layouts or {}
+        if callable(chunk_size):
+            chunk_size = chunk_size(x)
         x = x.to(device)
         labels = None if labels is None else labels.to(x.device).long()
         if labels is not None and labels.numel() != x.shape[0]:
