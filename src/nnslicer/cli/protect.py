@@ -1,6 +1,6 @@
 """``nnslicer protect ...``: selective model protection and its evaluation.
 
-Mounted by the main CLI as ``app.add_typer(protect_app, name="protect")``.
+The main CLI loads ``protect_app`` when ``nnslicer protect`` runs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``nnslicer prune ...``: class-targeted pruning, its evaluation and export.
 
-Mounted by the main CLI as ``app.add_typer(prune_app, name="prune")``. The loading, saving and
-printing helpers below are shared with ``nnslicer protect`` (:mod:`.protect`).
+The main CLI loads ``prune_app`` when ``nnslicer prune`` runs. The loading, saving and printing
+helpers below are shared with ``nnslicer protect`` (:mod:`.protect`).
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def protect(
     """
     method = check_method(method, PROTECT_METHODS)
     ratio = check_ratio(ratio)
-    graph = analyze_channels(model)
+    graph = analyze_channels(model, data.x[:1] if data is not None else None)
     k_total = graph.num_outputs
     names = data.classes if data is not None else None
     if classes is None and method not in SLICE_KINDS:

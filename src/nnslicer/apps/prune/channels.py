@@ -114,7 +114,14 @@ def analyze_channels(model: nn.Module, example: Tensor | None = None, *,
     """
     slicer = slicer if slicer is not None else quiet_slicer(model)
     if example is None:
-        return _Analysis(model, slicer.graph, None).result()
+        try:
+            operators = slicer.graph
+        except InputError as exc:  # traced with the shapes of its first input: none yet
+            raise InputError(f"{type(model).__name__} is traced with the shapes of an input "
+                             "(its forward reads shapes or holds recurrent layers): give the "
+                             "channel analysis an example input (pruning and protection: "
+                             "data=...)") from exc
+        return _Analysis(model, operators, None).result()
     operators = slicer.ready(example)
     values = record_values(operators, example_batches(example)[0])
     return _Analysis(model, operators, values).result()
