@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -58,7 +57,7 @@ def load_group(name: str) -> typer.Typer:
     raise ImportError(f"no {attr} in {' or '.join(modules)}")
 
 
-def plain_help(command: click.Command) -> click.Command:
+def plain_help(command: Any) -> Any:
     """Help and usage errors as plain click text (no boxes, no bare <bool> type markers), for a
     command and everything under it."""
     if hasattr(command, "rich_markup_mode"):
@@ -73,15 +72,15 @@ class LazyGroup(TyperGroup):
 
     _help_only = False
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         names = super().list_commands(ctx)
         return names + [n for n in LAZY_GROUPS if n not in names]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
             short = LAZY_GROUPS[cmd_name][2]
             if self._help_only:  # listing the commands: no need to import them
-                return click.Group(cmd_name, help=short)
+                return TyperGroup(name=cmd_name, help=short)
             sub = typer.main.get_command(load_group(cmd_name))
             sub.name = cmd_name
             sub.short_help = short
@@ -91,7 +90,7 @@ class LazyGroup(TyperGroup):
             self.commands[cmd_name] = plain_help(sub)
         return super().get_command(ctx, cmd_name)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         self._help_only = True
         try:
             super().format_help(ctx, formatter)
