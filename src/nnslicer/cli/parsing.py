@@ -1,6 +1,7 @@
 """What the commands read off the command line: the options they share and the list parsers.
 
 A parser raises ``InputError`` naming the option, which ``one_line_errors`` prints as one line.
+Nothing heavy is imported here, so building the CLI stays fast.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from typing import TypeVar
 
 import typer
 
-from ..apps.importance import check_classes
 from ..errors import InputError
+from .common import DEFAULT_DATASET
 
 MODEL = typer.Option(..., "--model", help="checkpoint (stem/.json/.safetensors) or "
                      "package.module:factory")
 WEIGHTS = typer.Option(None, "--weights", help="weights for a package.module:factory model")
-DATA = typer.Option("mnist-digits", "--data", help="dataset name")
+DATA = typer.Option(DEFAULT_DATASET, "--data", help="dataset name")
 THREADS = typer.Option(None, "--threads", help="torch CPU threads")
 SEED = typer.Option(0, "--seed")
 SAMPLES_PER_CLASS = typer.Option(None, "--samples-per-class",
@@ -57,6 +58,8 @@ def parse_range(text: str, what: str) -> tuple[int, int]:
 
 def parse_classes(text: str, names: list[str]) -> list[int]:
     """'0,1,2' or class names 'T-shirt/top,Trouser' -> sorted indices."""
+    from ..apps.importance import check_classes  # torch: not for building the CLI
+
     items = [c.strip() for c in text.split(",") if c.strip()]
     if not items:
         raise InputError("the class set is empty; give e.g. --classes 0,1,2")
