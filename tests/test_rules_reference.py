@@ -977,6 +977,16 @@ for _name, _shape, _rnn, _read, _first in [
     )
 
 
+@case("lstm_residual_input_two_consumers", (3, 3), synapses_only=True)
+def _(shape):
+    # the LSTM's input h is also read by the residual: its C sums both consumers
+    return _tokens_then(
+        shape,
+        lambda s, y: flat(y + s.rnn(y)[0]),
+        rnn=nn.LSTM(4, 4, batch_first=True),
+    )
+
+
 # --- composite layers: attention (synapses compared) ----------------------------------------------
 
 

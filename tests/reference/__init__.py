@@ -1,4 +1,13 @@
-"""Independent, slow, float64 reference of SPEC.md §2–§4 (no import of the engine)."""
+"""Independent, slow, float64 reference of SPEC.md v2 §2–§4 and §6 (no import of the engine).
+
+``ReferenceSlicer(model, theta)`` mirrors ``nnslicer.Slicer``: ``profile(data)``,
+``slice(x, target, reference, per_sample, theta, check)``, ``nodes()``, ``forward_values(x)``.
+A target is any output form of SPEC §6 or ``ReferenceNeurons(node, index)`` (intermediate
+criterion). Modules: ``spec_reference`` (the slicer, and the list of choices where SPEC is
+silent), ``selection`` (θ-selection), ``rules`` (edge tables), ``movement`` (NumPy mirrors of
+data movement), ``recurrent`` (LSTM/GRU/RNN unrolled), ``attention`` (MultiheadAttention and
+scaled_dot_product_attention decomposed), ``random_models`` (hypothesis models and helpers).
+"""
 
 from .spec_reference import (
     DEAD_OUTPUT_RATIO,
