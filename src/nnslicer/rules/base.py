@@ -96,9 +96,11 @@ def pool_dims(step: Step) -> int:
 
 #: operators that only rearrange a parameter's elements (a weight used transposed or sliced)
 _VIEW_METHODS = {"t", "transpose", "permute", "view", "reshape", "contiguous", "flatten",
-                 "unflatten", "squeeze", "unsqueeze", "expand", "detach", "float", "double"}
+                 "unflatten", "squeeze", "unsqueeze", "expand", "detach", "float", "double",
+                 "chunk", "split", "unbind", "tensor_split", "narrow", "select"}
 _VIEW_FUNCTIONS = {torch.t, torch.transpose, torch.permute, torch.reshape, torch.flatten,
-                   torch.squeeze, torch.unsqueeze}
+                   torch.squeeze, torch.unsqueeze, torch.chunk, torch.split, torch.unbind,
+                   torch.tensor_split, torch.narrow, torch.select}
 
 
 def parameter_view(arg: object) -> list[object] | None:

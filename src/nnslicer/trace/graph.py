@@ -200,7 +200,7 @@ class OperatorGraph:
             items = [_item_index(u) for u in users]
             if not users or any(i is None for i in items):
                 continue  # used as a whole: the rule set refuses it when binding
-            fn = node.target
+            fn = _as_method(node.target)
             for user, index in zip(users, items, strict=True):
                 user.target = select_output
                 user.args = (fn, index, *node.fx_node.args)
@@ -258,6 +258,15 @@ class OperatorGraph:
             f"no live node or module named '{name}'; slicer.nodes() lists them (e.g. "
             f"{live[:6]})"
         )
+
+
+def _as_method(fn: Any) -> Any:
+    """``torch.chunk`` -> ``"chunk"``: the generated code of a graph can name a method in a
+    node's arguments, not a function object."""
+    name = getattr(fn, "__name__", None)
+    if isinstance(fn, str) or name is None or not hasattr(torch.Tensor, name):
+        return fn
+    return name
 
 
 def _scope(n: fx.Node) -> str | None:

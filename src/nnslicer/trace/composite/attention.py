@@ -73,25 +73,31 @@ def multi_head_attention(m: nn.MultiheadAttention, query: Any, key: Any, value: 
                          key_padding_mask: Any = None, need_weights: bool = True,
                          attn_mask: Any = None, average_attn_weights: bool = True,
                          is_causal: bool = False) -> tuple[Any, Any]:
-    """``nn.MultiheadAttention.forward`` in eval mode, as traceable operators."""
+    """``nn.MultiheadAttention.forward`` in eval mode, as traceable operators.
+
+    The inputs are projected in the layer's own layout ((B, L, E) with ``batch_first``, else
+    (L, B, E)): no transpose of the inputs is added, so a sequence-first layer slices exactly
+    like a batch-first one (a data-movement node in between would pass only the sign of C).
+    """
     if query.dim() != 3:
         raise NotImplementedError("MultiheadAttention on an unbatched input: give a batch")
-    if not m.batch_first:  # (L, B, E) -> (B, L, E)
-        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-    heads = m.num_heads
+    heads, E = m.num_heads, m.embed_dim
+    seq = 1 if m.batch_first else 0  # the sequence dim of the inputs
     q, k, v = (_project(m, t, i) for i, t in enumerate((query, key, value)))
     extra_keys = int(m.bias_k is not None) + int(m.add_zero_attn)
     if m.bias_k is not None:
-        k = torch.cat([k, m.bias_k.expand(k.shape[0], 1, m.embed_dim)], dim=1)
-        v = torch.cat([v, m.bias_v.expand(v.shape[0], 1, m.embed_dim)], dim=1)
+        k = torch.cat([k, _along(m.bias_k, k, seq)], dim=seq)
+        v = torch.cat([v, _along(m.bias_v, v, seq)], dim=seq)
     if m.add_zero_attn:
-        k = torch.cat([k, k.new_zeros(k.shape[0], 1, m.embed_dim)], dim=1)
-        v = torch.cat([v, v.new_zeros(v.shape[0], 1, m.embed_dim)], dim=1)
+        k = torch.cat([k, _along(k.new_zeros(1, 1, E), k, seq)], dim=seq)
+        v = torch.cat([v, _along(v.new_zeros(1, 1, E), v, seq)], dim=seq)
     if extra_keys:  # the added keys are never masked
         attn_mask = None if attn_mask is None else F.pad(attn_mask, (0, extra_keys))
         if key_padding_mask is not None:
             key_padding_mask = F.pad(key_padding_mask, (0, extra_keys))
-    q, k, v = (t.unflatten(-1, (heads, m.head_dim)).transpose(1, 2) for t in (q, k, v))
+    # (B, L, E) -> (B, heads, L, D); (L, B, E) -> (B, heads, L, D)
+    order = (0, 2, 1, 3) if m.batch_first else (1, 2, 0, 3)
+    q, k, v = (t.unflatten(-1, (heads, m.head_dim)).permute(*order) for t in (q, k, v))
     mask = _additive(attn_mask, q)
     if mask is not None and mask.dim() == 3:  # (B·heads, L, S)
         mask = mask.unflatten(0, (-1, heads))
@@ -99,9 +105,15 @@ def multi_head_attention(m: nn.MultiheadAttention, query: Any, key: Any, value: 
         padding = _additive(key_padding_mask, q)[:, None, None, :]
         mask = padding if mask is None else mask + padding
     out, weights = attention(q, k, v, mask, is_causal=is_causal and attn_mask is None)
-    out = m.out_proj(out.transpose(1, 2).flatten(2))
-    if not m.batch_first:
-        out = out.transpose(0, 1)
+    merge = (0, 2, 1, 3) if m.batch_first else (2, 0, 1, 3)  # back to the layer's layout
+    out = m.out_proj(out.permute(*merge).flatten(2))
     if not need_weights:
         return out, None
     return out, weights.mean(dim=1) if average_attn_weights else weights
+
+
+def _along(row: Any, like: Any, seq: int) -> Any:
+    """A (1, 1, E) key or value row repeated over the batch of ``like`` along dim ``seq``."""
+    batch = like.shape[1 - seq]
+    shape = (batch, 1, row.shape[-1]) if seq == 1 else (1, batch, row.shape[-1])
+    return row.reshape(1, 1, -1).expand(*shape)
