@@ -38,6 +38,7 @@ from nnslicer.apps.detect.evaluate import (  # noqa: E402
 from nnslicer.apps.detect.features import resolve_layers, weighted_layers  # noqa: E402
 from nnslicer.apps.detect.metrics import Scores  # noqa: E402
 from nnslicer.apps.detect.report import NO_ADVERSARIALS, DetectionReport  # noqa: E402
+from nnslicer.backward.kernels import set_threads as set_kernel_threads  # noqa: E402
 from nnslicer.cli.detect import detect_app  # noqa: E402
 from nnslicer.data.datasets import load_dataset  # noqa: E402
 from nnslicer.errors import FileFormatError, InputError, ProfileMismatch  # noqa: E402
@@ -47,6 +48,7 @@ from nnslicer.slicer import Slicer  # noqa: E402
 from nnslicer.training import predict, train_model  # noqa: E402
 
 torch.set_num_threads(1)
+set_kernel_threads(1)  # numba's default is every core, which crawls on a loaded machine
 
 N_FIT = 120  # training inputs the shared detectors are fitted on
 N_NORMAL = 40  # test inputs used to measure the detectors on normal data
@@ -389,3 +391,74 @@ def test_cli_evaluate(cli, checkpoint, tmp_path):
     assert bad.exit_code == 2 and "unknown --protocol 'nope'" in bad.output
     missing = cli("evaluate", "--model", str(Path(checkpoint) / "nothing"), "--out", tmp_path)
     assert missing.exit_code == 2 and "error:" in missing.output
+
+
+# ------------------------------------------------------------- features, cache and sweep
+
+
+def test_representations_and_slice_layers_share_one_pass(model, data, tmp_path):
+    train, test = data
+    x, y = train.x[:70], train.y[:70]  # two cache chunks: 64 + 6
+    det = SliceDetector(model, cache_dir=tmp_path, slice_layers="several")
+    det.extractor.bind(x)
+    det.extractor.prepare(x, y)
+    ex = det.extractor
+    assert [la.module_path for la in ex.sliced] == [
+        "features.conv1", "features.conv2", "classifier.fc1", "classifier.fc2"]
+    computed = []
+    real = ex._extract_chunk
+
+    def counting(*args):
+        computed.append(len(args[0]))
+        return real(*args)
+
+    ex._extract_chunk = counting
+    raw, pred = ex.extract_raw(x)
+    assert computed == [64, 6] and len(list(tmp_path.iterdir())) == 2
+    again, _ = ex.extract_raw(x)  # an interrupted fit resumes from the cached chunks
+    assert computed == [64, 6]
+    signed = ex.represent(again, "signed", ex.layers)
+    assert (signed != ex.represent(raw, "signed", ex.layers)).nnz == 0
+    # the conv2 columns of the several-layer pass are conv2's own slice
+    alone = SliceDetector(model)
+    alone.extractor.slicer.use_profile(ex.slicer.current_profile)
+    own, _ = alone.extractor.extract(x[:5])
+    np.testing.assert_array_equal(signed[:5].toarray(), own.toarray())
+    binary = ex.represent(raw, "binary", ex.layers)
+    np.testing.assert_array_equal(binary.toarray(), (signed.toarray() != 0).astype(np.float32))
+    channels = ex.represent(raw, "channels", ex.layers)
+    assert channels.shape == (70, 16)  # conv2's 16 output channels
+    s = ex.slicer.slice(x[:3], target=torch.as_tensor(pred[:3]), per_sample=True)
+    np.testing.assert_allclose(channels[:3], s.channels("features_conv2").numpy(), rtol=1e-6)
+
+
+def test_sweep_chooses_on_validation_only(model, data, tmp_path):
+    from nnslicer.apps.detect.sweep import sweep_detectors
+
+    train, test = data
+    report = sweep_detectors(
+        model, train, test, attacks="fgsm-8,deepfool-linf", validation_attacks="deepfool-linf",
+        methods="nnslicer,feature-map", per_class=2, calibration_per_class=2, fit_per_class=8,
+        classifiers=["tree", "profile"], layer_sets=["last-conv", "middle"],
+        representations=["signed", "binary"], cache_dir=tmp_path / "cache",
+        feature_cache=tmp_path / "features", progress=False)
+    for method in ("nnslicer", "feature-map"):
+        rows = [r for r in report.results if r.candidate.method == method]
+        chosen = [r for r in rows if r.chosen]
+        assert len(chosen) == 1
+        # the last factor varied: the chosen setting is the best of its values
+        factor = "reference" if method == "nnslicer" else "representation"
+        others = [a for a in ("layers", "reference", "representation", "classifier")
+                  if a != factor]
+        same = [r for r in rows if all(getattr(r.candidate, a) == getattr(
+            chosen[0].candidate, a) for a in others)]
+        assert len(same) == 2
+        assert chosen[0].validation_auc == max(r.validation_auc for r in same)
+    stages = {r.stage for r in report.results if r.candidate.method == "nnslicer"}
+    assert stages == {"classifier", "layers", "features", "reference"}
+    assert report.info["test_attacks"] == ["fgsm-8"]
+    paths = report.write(tmp_path / "out")
+    assert "**NNSlicer**" in paths["md"].read_text()
+    with pytest.raises(InputError, match="every attack is a validation attack"):
+        sweep_detectors(model, train, test, attacks="fgsm-8", validation_attacks="fgsm-8",
+                        progress=False)

@@ -23,8 +23,9 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
 DATA_ROOT = typer.Option(None, "--data-root", help="Directory holding the dataset files.")
 MODEL = typer.Option(..., "--model", help="Checkpoint path or package.module:factory.")
 WEIGHTS = typer.Option(None, "--weights", help="Weights for a package.module:factory model.")
-LAYERS_HELP = ("last (the last conv stage) | last-conv (its last conv, as the authors) | all | "
-               "comma-separated layer names (e.g. layer4)")
+LAYERS_HELP = ("last (the last conv stage) | last-conv (its last conv, as the authors) | middle "
+               "(the middle conv stage) | several (middle stage to the last hidden layer) | "
+               "all | comma-separated layer names (e.g. layer4)")
 THETA = typer.Option(None, "--theta", min=0.0, max=0.999,
                      help="θ of NNSlicer (default 0.2); for --method effective-path its θ (0.5).")
 THREADS = typer.Option(None, "--threads", min=1, help="torch threads.")
@@ -44,13 +45,30 @@ FEATURE_CACHE = typer.Option(
     help="Directory keeping sliced features per chunk, so an interrupted fit resumes.")
 
 
+SLICE_LAYERS = typer.Option(
+    None, "--slice-layers",
+    help="Slice and cache these layers (a superset of --layers, e.g. several), so runs that "
+         "differ only in their layers share one slicing pass.")
+LAYER_WORDS = ("last", "last-conv", "middle", "several", "all")
+
+
 def parse_layers(text: str | None) -> str | list[str] | None:
-    if text is None or text in ("last", "last-conv", "all"):
+    if text is None or text in LAYER_WORDS:
         return text
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise InputError("--layers is empty; give last, last-conv, all or layer names")
     return items
+
+
+def _setup(threads: int | None) -> None:
+    """torch threads, and as many numba threads for the slicing kernels (the common setup
+    leaves numba at every core, which crawls on a shared machine)."""
+    setup(threads)
+    if threads:
+        from ..backward.kernels import set_threads
+
+        set_threads(threads)
 
 
 def _check_choice(value: str | None, known: tuple[str, ...], option: str) -> None:
@@ -85,7 +103,7 @@ def fit_cmd(
     from ..apps.detect.evaluate import check_bounds, parse_methods
     from ..apps.detect.features import REPRESENTATIONS
 
-    setup(threads)
+    _setup(threads)
     parse_methods(method)
     _check_choice(representation, REPRESENTATIONS, "--features")
     _check_choice(classifier, CLASSIFIERS, "--classifier")
@@ -156,6 +174,7 @@ def evaluate_cmd(
                                help="Attack cache directory (default OUT/attack-cache)."),
     feature_cache: Path = typer.Option(
         None, "--feature-cache", help="Sliced-feature cache (default OUT/feature-cache)."),
+    slice_layers: str = SLICE_LAYERS,
     out: Path = typer.Option(..., "--out", help="Output directory."),
     threads: int = THREADS,
     quiet: bool = QUIET,
@@ -167,7 +186,7 @@ def evaluate_cmd(
     from ..apps.detect.evaluate import PROTOCOLS, evaluate_detection, parse_attacks, parse_methods
     from ..apps.detect.features import REPRESENTATIONS
 
-    setup(threads)
+    _setup(threads)
     attack_names, method_names = parse_attacks(attacks), parse_methods(methods)
     _check_choice(protocol, tuple(PROTOCOLS), "--protocol")
     _check_choice(representation, REPRESENTATIONS, "--features")
@@ -183,8 +202,77 @@ def evaluate_cmd(
         fit_per_class=None if fit_per_class == 0 else fit_per_class,
         cache_dir=cache or out / "attack-cache", detector_dir=out / "detectors",
         feature_cache=feature_cache or out / "feature-cache",
+        slice_layers=parse_layers(slice_layers),
         layers=parse_layers(layers), reference=reference, representation=representation,
         classifier=classifier, theta=theta, ep_theta=ep_theta, seed=seed,
+        batch_size=batch_size, progress=not quiet, names={"model": label, "data": data},
+    )
+    paths = report.write(out)
+    if not quiet:
+        console.print(report.markdown(), markup=False, highlight=False)
+    say(quiet, f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+@detect_app.command("sweep")
+@one_line_errors
+def sweep_cmd(
+    model: str = MODEL,
+    weights: str = WEIGHTS,
+    data: str = typer.Option(DEFAULT_DATASET, "--data", help="Dataset name."),
+    data_root: str = DATA_ROOT,
+    attacks: str = typer.Option("all", "--attacks",
+                                help="Every attack of the run (comma-separated, fast or all)."),
+    validation_attacks: str = typer.Option(
+        "fgsm-8,pgd-8", "--validation-attacks",
+        help="The attacks that choose the settings; the others only test them."),
+    methods: str = typer.Option("nnslicer,effective-path,feature-map", "--methods",
+                                help="Comma-separated: nnslicer, effective-path, feature-map."),
+    per_class: int = typer.Option(50, "--per-class", min=1,
+                                  help="Correctly classified test inputs attacked per class."),
+    calibration_per_class: int = typer.Option(
+        50, "--calibration-per-class", min=1,
+        help="Held-out correctly classified test inputs per class (the validation normals)."),
+    limit: int = typer.Option(None, "--limit", min=1,
+                              help="Load only the first N training inputs."),
+    fit_per_class: int = typer.Option(
+        1000, "--fit-per-class",
+        help="Fit on the first N correctly classified training inputs per class (0: all)."),
+    classifiers: str = typer.Option("tree,forest,boosting,linear,profile", "--classifiers"),
+    layer_sets: str = typer.Option("last-conv,last,middle,several", "--layer-sets"),
+    references: str = typer.Option("class,dataset", "--references"),
+    representations: str = typer.Option("signed,binary,channels", "--features"),
+    slice_layers: str = typer.Option("several", "--slice-layers",
+                                     help="Layers sliced once (must cover --layer-sets)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Inputs sliced at once."),
+    seed: int = typer.Option(0, "--seed", help="Attack randomness."),
+    cache: Path = typer.Option(None, "--cache",
+                               help="Attack cache directory (default OUT/attack-cache)."),
+    feature_cache: Path = typer.Option(
+        None, "--feature-cache", help="Sliced-feature cache (default OUT/feature-cache)."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    threads: int = THREADS,
+    quiet: bool = QUIET,
+) -> None:
+    """Choose each method's layers, reference, features and classifier on held-out normals and
+    validation attacks; report every candidate on the other attacks (sweep.md/csv/json)."""
+    from ..apps.detect.sweep import sweep_detectors
+
+    def items(text: str) -> list[str]:
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    _setup(threads)
+    net, meta = open_model(model, weights)
+    train = open_data(data, "train", data_root, limit)
+    test = open_data(data, "test", data_root)
+    label = meta.get("arch") or meta.get("spec") or model
+    report = sweep_detectors(
+        net, train, test, attacks=attacks, validation_attacks=validation_attacks,
+        methods=methods, per_class=per_class, calibration_per_class=calibration_per_class,
+        fit_per_class=None if fit_per_class == 0 else fit_per_class,
+        classifiers=items(classifiers), layer_sets=items(layer_sets),
+        references=items(references), representations=items(representations),
+        slice_layers=slice_layers, cache_dir=cache or out / "attack-cache",
+        feature_cache=feature_cache or out / "feature-cache", seed=seed,
         batch_size=batch_size, progress=not quiet, names={"model": label, "data": data},
     )
     paths = report.write(out)

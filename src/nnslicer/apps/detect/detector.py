@@ -26,7 +26,7 @@ from ...hashing import tensor_digest
 from ...io_utils import atomic_write_bytes, atomic_write_text
 from ...profile.profile import Profile, parameter_hash
 from ...storage import load_tensors, save_tensors
-from .classifiers import TRUSTED_TYPES, make_classifier
+from .classifiers import TRUSTED_TYPES, cpu_threads, make_classifier
 from .features import (
     EffectivePathFeatures,
     FeatureExtractor,
@@ -74,6 +74,21 @@ def data_hash(x: Tensor, y: Tensor | None = None) -> str:
     if y is not None:
         tensors.append(("y", y.detach().to(torch.int64)))
     return tensor_digest(tensors)
+
+
+def classify(clf: ClassifierMixin, feats: Features, pred: np.ndarray) -> Detection:
+    """Flags and scores of a fitted classifier: flagged when its class is not the model's
+    prediction ``pred``; score = 1 − its probability of ``pred`` (1 for an unseen class)."""
+    clf_class = np.asarray(clf.predict(feats)).astype(np.int64)
+    if hasattr(clf, "predict_proba"):
+        proba = np.asarray(clf.predict_proba(feats))
+        column = {int(c): i for i, c in enumerate(clf.classes_)}
+        p_model = np.array([proba[r, column[p]] if p in column else 0.0
+                            for r, p in enumerate(pred.tolist())])
+        score = 1.0 - p_model
+    else:
+        score = (clf_class != pred).astype(np.float64)
+    return Detection(clf_class != pred, score, pred.astype(np.int64), clf_class)
 
 
 class Detector:
@@ -148,7 +163,8 @@ class Detector:
                 DetectorWarning, stacklevel=2,
             )
         self.classifier = clone(self.classifier_template)
-        self.classifier.fit(feats, model_pred)
+        with cpu_threads():
+            self.classifier.fit(feats, model_pred)
         self.num_classes = k
         self.class_counts = counts
         self.fit_info = {
@@ -178,19 +194,10 @@ class Detector:
 
     def detect_features(self, feats: Features, pred: np.ndarray) -> Detection:
         """Detection from precomputed features (as returned by :meth:`features`)."""
-        clf = self.classifier
-        if clf is None:
+        if self.classifier is None:
             raise InputError("the detector is not fitted; call fit(x) or load a saved detector")
-        clf_class = np.asarray(clf.predict(feats)).astype(np.int64)
-        if hasattr(clf, "predict_proba"):
-            proba = np.asarray(clf.predict_proba(feats))
-            column = {int(c): i for i, c in enumerate(clf.classes_)}
-            p_model = np.array([proba[r, column[p]] if p in column else 0.0
-                                for r, p in enumerate(pred.tolist())])
-            score = 1.0 - p_model
-        else:
-            score = (clf_class != pred).astype(np.float64)
-        return Detection(clf_class != pred, score, pred.astype(np.int64), clf_class)
+        with cpu_threads():
+            return classify(self.classifier, feats, pred)
 
     def predict(self, x: Tensor) -> np.ndarray:
         """Bool array: True where ``x`` is flagged as adversarial."""

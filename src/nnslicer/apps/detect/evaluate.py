@@ -157,7 +157,8 @@ def _detector_options(method: str, protocol: Protocol, layers: LayerSpec | None,
                       reference: str | None, representation: str | None,
                       theta: float | None, ep_theta: float | None,
                       classifier: ClassifierMixin | str | None, batch_size: int,
-                      progress: bool, feature_cache: Path | None) -> dict[str, Any]:
+                      progress: bool, feature_cache: Path | None,
+                      slice_layers: LayerSpec | None = None) -> dict[str, Any]:
     options: dict[str, Any] = {
         "layers": layers if layers is not None else protocol.layers,
         "batch_size": batch_size, "progress": progress,
@@ -166,6 +167,7 @@ def _detector_options(method: str, protocol: Protocol, layers: LayerSpec | None,
     }
     if method != "feature-map" and feature_cache is not None:
         options["cache_dir"] = feature_cache / method
+        options["slice_layers"] = slice_layers
     if method == "nnslicer":
         options["reference"] = reference or protocol.reference
         if theta is not None:
@@ -189,6 +191,7 @@ def evaluate_detection(
     cache_dir: str | Path | None = None,
     detector_dir: str | Path | None = None,
     feature_cache: str | Path | None = None,
+    slice_layers: LayerSpec | None = None,
     detectors: Mapping[str, Detector] | None = None,
     layers: LayerSpec | None = None,
     reference: str | None = None,
@@ -206,7 +209,8 @@ def evaluate_detection(
 
     ``train`` fits the detectors: the first ``fit_per_class`` correctly classified inputs of
     each class (-1: the protocol's number; None: all). Attack results are cached in
-    ``cache_dir``, sliced features in ``feature_cache`` (so an interrupted fit resumes), and
+    ``cache_dir``, sliced features in ``feature_cache`` (so an interrupted fit resumes; with
+    ``slice_layers`` more layers are sliced and cached, to share with the sweep), and
     fitted detectors in ``detector_dir``, reused by later runs with the same model, data and
     settings. Fitted ``detectors`` may also be given per method. ``names`` labels the report
     (``{"model": ..., "data": ...}``).
@@ -252,13 +256,17 @@ def evaluate_detection(
             continue
         t0 = time.perf_counter()
         options = _detector_options(method, preset, layers, reference, representation, theta,
-                                    ep_theta, classifier, batch_size, progress, cache_features)
+                                    ep_theta, classifier, batch_size, progress, cache_features,
+                                    slice_layers)
         det = make_detector(method, model, **options)
         det.extractor.bind(x_fit)
         target = Path(detector_dir) / method if detector_dir is not None else None
         reused = _saved_detector(target, det, model, fit_hash, progress) if target else None
         if reused is not None:
             reused.extractor.cache_dir = det.extractor.cache_dir
+            reused.extractor.slice_layer_spec = det.extractor.slice_layer_spec
+            reused.extractor.layers = None  # bind again, with the slice layers
+            reused.extractor.bind(x_fit)
             det = reused
         else:
             det.fit(x_fit, y_fit)

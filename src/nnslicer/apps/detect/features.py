@@ -11,7 +11,9 @@ Slice features come in three representations of one slicing pass (``representati
 ``"signed"`` synapse contributions, ``"binary"`` synapse membership, and ``"channels"``, the
 chosen layers' neuron contributions summed per output channel. Feature maps have ``"signed"``
 (the raw values, flattened) and ``"channels"`` (their spatial means). With ``cache_dir`` the
-features of every chunk of inputs are kept on disk, so an interrupted fit resumes.
+features of every chunk of inputs are kept on disk, so an interrupted fit resumes; with
+``slice_layers`` (a superset of ``layers``) more layers are sliced and cached than the features
+use, so detectors and sweeps that differ only in their layers share one slicing pass.
 """
 
 from __future__ import annotations
@@ -87,6 +89,16 @@ def resolve_layers(spec: LayerSpec, layers: list[Layer]) -> list[Layer]:
     if isinstance(spec, str) and spec == "last-conv":
         convs = [layer for layer in layers if len(layer.weight_shape) >= 3]
         return [convs[-1] if convs else (layers[-2] if len(layers) > 1 else layers[-1])]
+    if isinstance(spec, str) and spec in ("middle", "several"):
+        stages = _conv_stages(layers)
+        if not stages:
+            return resolve_layers("last", layers)
+        middle = stages[(len(stages) - 1) // 2]
+        if spec == "middle":
+            return middle
+        # from the middle stage on, every weighted layer but the output layer
+        first = layers.index(middle[0])
+        return layers[first:-1] if len(layers) - first > 1 else layers[first:]
     if isinstance(spec, str) and spec == "last":
         convs = [layer for layer in layers if len(layer.weight_shape) >= 3]
         if not convs:
@@ -108,6 +120,19 @@ def resolve_layers(spec: LayerSpec, layers: list[Layer]) -> list[Layer]:
             raise InputError(f"layer {item!r} matches no Conv/Linear layer; layers: {known}")
         chosen.update(hits)
     return [layer for layer in layers if layer.node in chosen]
+
+
+def _conv_stages(layers: list[Layer]) -> list[list[Layer]]:
+    """The convs grouped by output resolution, in order (a stage = one spatial size)."""
+    stages: list[list[Layer]] = []
+    for layer in layers:
+        if len(layer.weight_shape) < 3:
+            continue
+        if stages and stages[-1][0].output_shape[1:] == layer.output_shape[1:]:
+            stages[-1].append(layer)
+        else:
+            stages.append([layer])
+    return stages
 
 
 def check_inputs(x: Tensor, input_shape: tuple[int, ...] | None = None) -> None:
@@ -138,7 +163,8 @@ class FeatureExtractor(ABC):
 
     def __init__(self, model: nn.Module, layers: LayerSpec = "last", *, batch_size: int = 16,
                  progress: bool = False, slicer: Slicer | None = None,
-                 representation: str = "signed", cache_dir: str | Path | None = None):
+                 representation: str = "signed", cache_dir: str | Path | None = None,
+                 slice_layers: LayerSpec | None = None):
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         if representation not in REPRESENTATIONS:
@@ -149,9 +175,11 @@ class FeatureExtractor(ABC):
         self.progress = progress
         self.representation = representation
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.slice_layer_spec = slice_layers
         self.slicer = slicer if slicer is not None else self._make_slicer(model)
         self.layers: list[Layer] | None = None
         self.all_layers: list[Layer] | None = None
+        self.sliced: list[Layer] | None = None  # the layers computed (and cached)
 
     def _make_slicer(self, model: nn.Module) -> Slicer:
         # plain Slicer: only its traced graph is used (no profile, no slicing)
@@ -171,6 +199,11 @@ class FeatureExtractor(ABC):
         if self.layers is None:
             self.all_layers = weighted_layers(self.slicer, x)
             self.layers = resolve_layers(self.layer_spec, self.all_layers)
+            self.sliced = self.layers
+            if self.slice_layer_spec is not None:
+                extra = resolve_layers(self.slice_layer_spec, self.all_layers)
+                wanted = {layer.node for layer in [*extra, *self.layers]}
+                self.sliced = [layer for layer in self.all_layers if layer.node in wanted]
         return self.layers
 
     def prepare(self, x: Tensor, y: Tensor | None) -> None:
@@ -189,10 +222,11 @@ class FeatureExtractor(ABC):
             return int(layer.output_shape[0])
         return self._width(layer)
 
-    def layout(self, representation: str | None = None) -> list[dict[str, Any]]:
-        """Which feature columns come from which layer."""
+    def layout(self, representation: str | None = None,
+               layers: Sequence[Layer] | None = None) -> list[dict[str, Any]]:
+        """Which feature columns come from which layer (of ``layers``, default the bound)."""
         start, rows = 0, []
-        for layer in self.layers or []:
+        for layer in (self.layers or []) if layers is None else layers:
             width = self.width(layer, representation)
             rows.append({**layer.to_json(), "columns": [start, start + width]})
             start += width
@@ -211,13 +245,14 @@ class FeatureExtractor(ABC):
     def extract(self, x: Tensor, desc: str | None = None) -> tuple[Features, np.ndarray]:
         """Features (N, F) and the model's predictions (N,) for inputs ``x``."""
         raw, pred = self.extract_raw(x, desc)
-        return self.represent(raw), pred
+        return self.represent(raw, layers=self.layers), pred
 
     def extract_raw(self, x: Tensor, desc: str | None = None
                     ) -> tuple[dict[str, Features], np.ndarray]:
-        """Every representation's source arrays for ``x`` (see :meth:`represent`), cached
-        per chunk of inputs in ``cache_dir`` when it is set."""
-        layers = self.bind(x)
+        """Every representation's source arrays for ``x`` over the sliced layers (see
+        :meth:`represent`), cached per chunk of inputs in ``cache_dir`` when it is set."""
+        self.bind(x)
+        layers = self.sliced or []
         pred = self.predictions(x)
         step = CACHE_CHUNK if self.cache_dir is not None else self.chunk_size
         identity = self._cache_identity() if self.cache_dir is not None else ""
@@ -236,12 +271,13 @@ class FeatureExtractor(ABC):
     def represent(self, raw: dict[str, Features], representation: str | None = None,
                   layers: Sequence[Layer] | None = None) -> Features:
         """The feature matrix of ``representation`` from :meth:`extract_raw`'s arrays,
-        restricted to ``layers`` (a subset of the bound layers; default: all of them)."""
+        restricted to ``layers`` (a subset of the sliced layers; default: all of them)."""
         rep = representation or self.representation
         key = "channels" if rep == "channels" else "values"
         matrix = raw[key]
-        if layers is not None:
-            spans = {row["node"]: row["columns"] for row in self.layout(rep)}
+        if layers is not None and [la.node for la in layers] != [la.node for la in
+                                                                 self.sliced or []]:
+            spans = {row["node"]: row["columns"] for row in self.layout(rep, self.sliced)}
             cols = np.concatenate([np.arange(*spans[layer.node]) for layer in layers])
             matrix = matrix[:, cols]
         if rep == "binary":
@@ -255,7 +291,7 @@ class FeatureExtractor(ABC):
 
     def _cache_identity(self) -> str:
         return text_digest(self.method, parameter_hash(self.slicer.graph.module),
-                           json.dumps([layer.node for layer in self.layers or []]),
+                           json.dumps([layer.node for layer in self.sliced or []]),
                            json.dumps({k: v for k, v in self.config().items()
                                        if k not in ("batch_size", "representation")},
                                       sort_keys=True))
@@ -349,11 +385,12 @@ class SliceFeatures(SynapseFeatures):
     def __init__(self, model: nn.Module, layers: LayerSpec = "last", *, theta: float = 0.2,
                  reference: str = "dataset", profile: Profile | str | None = None,
                  batch_size: int = 16, progress: bool = False, representation: str = "signed",
-                 cache_dir: str | Path | None = None):
+                 cache_dir: str | Path | None = None, slice_layers: LayerSpec | None = None):
         self.theta = theta
         self.reference = reference
         super().__init__(model, layers, batch_size=batch_size, progress=progress,
-                         representation=representation, cache_dir=cache_dir)
+                         representation=representation, cache_dir=cache_dir,
+                         slice_layers=slice_layers)
         if profile is not None:
             self.slicer.use_profile(profile)
 
@@ -390,10 +427,11 @@ class EffectivePathFeatures(SynapseFeatures):
 
     def __init__(self, model: nn.Module, layers: LayerSpec = "last", *, theta: float = 0.5,
                  batch_size: int = 16, progress: bool = False, representation: str = "signed",
-                 cache_dir: str | Path | None = None):
+                 cache_dir: str | Path | None = None, slice_layers: LayerSpec | None = None):
         self.theta = theta
         super().__init__(model, layers, batch_size=batch_size, progress=progress,
-                         representation=representation, cache_dir=cache_dir)
+                         representation=representation, cache_dir=cache_dir,
+                         slice_layers=slice_layers)
 
     def _make_slicer(self, model: nn.Module) -> Slicer:
         return EffectivePath(model, theta=self.theta, batch_size=self.batch_size)
