@@ -204,6 +204,7 @@ def evaluate_detection(
     batch_size: int = 16,
     progress: bool = True,
     names: Mapping[str, str] | None = None,
+    n_test: int | None = None,
 ) -> DetectionReport:
     """Run the detection experiment and return its report (call ``report.write(dir)``).
 
@@ -213,7 +214,8 @@ def evaluate_detection(
     ``slice_layers`` more layers are sliced and cached, to share with the sweep), and
     fitted detectors in ``detector_dir``, reused by later runs with the same model, data and
     settings. Fitted ``detectors`` may also be given per method. ``names`` labels the report
-    (``{"model": ..., "data": ...}``).
+    (``{"model": ..., "data": ...}``). ``n_test`` (older callers, e.g. the demo): attack about
+    that many inputs in all, ``ceil(n_test / classes)`` per class.
     """
     from .attack_cache import run_attacks_cached
 
@@ -232,6 +234,10 @@ def evaluate_detection(
     x_test, y_test = _xy(test, "test")
     check_bounds(x_train, bounds, "the training inputs")
     check_bounds(x_test, bounds, "the test inputs")
+    if n_test is not None:
+        if n_test < 1:
+            raise InputError(f"n_test must be at least 1, got {n_test}")
+        per_class = -(-n_test // max(1, len(torch.unique(y_test))))
     model = model.eval()
     fp = model_fingerprint(model)
 

@@ -161,6 +161,10 @@ class DetectionReport:
             f"({info.get('per_class', '?')} per class), {info.get('calibration', '?')} further "
             "ones held out to set the FPR thresholds. Score = 1 − p(model's class | features).",
             "",
+        ]
+        lines += self.summary()
+        lines += [
+            "",
             "## Threshold-free and at a false-positive budget",
             "",
         ]
@@ -205,6 +209,31 @@ class DetectionReport:
             parts = [f"{name} {_fmt_seconds(v)}" for name, v in seconds.items()]
             lines += ["", "Time: " + "; ".join(parts) + "."]
         return "\n".join(lines) + "\n"
+
+    def summary(self) -> list[str]:
+        """A compact table: per attack and method "AUC / R@5% / paired F1", then the paper's
+        precision / recall with the real prediction and (with the missing-file −1)."""
+        head = ["attack", "adv."]
+        head += [f"{METHOD_LABELS.get(m, m)} AUC / R@5% / F1" for m in self.methods]
+        head += [f"{METHOD_LABELS.get(m, m)} paper P / R (−1: P / R)" for m in self.methods]
+        lines = ["## Summary", "", "| " + " | ".join(head) + " |",
+                 "|---|---:|" + "---:|" * (2 * len(self.methods))]
+        rows = [(a.attack, f"{a.successes}/{a.attacked}",
+                 [self.metrics(a.attack, m) for m in self.methods]) for a in self.attacks]
+        pooled = [self.pooled(m) for m in self.methods]
+        if all(p is not None for p in pooled):
+            rows.append(("**pooled**", str(pooled[0].adversarials), pooled))
+        for name, adv, metrics in rows:
+            cells = [name, adv]
+            cells += ["–" if m is None else
+                      f"{_f(m.auc)} / {_f(m.recall_at_fpr[0.05])} / {_f(m.paired.f1)}"
+                      for m in metrics]
+            cells += ["–" if m is None else
+                      f"{_f(m.paper_real.precision)} / {_f(m.paper_real.recall)} "
+                      f"({_f(m.paper_missing.precision)} / {_f(m.paper_missing.recall)})"
+                      for m in metrics]
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines
 
     def _table(self, columns: list[str], cells_of: Any) -> list[str]:
         head = ["type", "attack", "adv."]
