@@ -167,6 +167,12 @@ def test_last_stage_of_a_resnet_is_layer4():
     assert [la.weight for la in last] == [
         "layer4.0.conv1.weight", "layer4.0.conv2.weight", "layer4.0.shortcut.conv.weight"]
     assert [la.node for la in resolve_layers(["layer4"], layers)] == [la.node for la in last]
+    # the authors' single layer: the block's last 3x3 conv, not the 1x1 shortcut after it
+    assert [la.weight for la in resolve_layers("last-conv", layers)] == ["layer4.0.conv2.weight"]
+    assert [la.module_path for la in resolve_layers("middle", layers)] == [
+        "layer2.0.conv1", "layer2.0.conv2", "layer2.0.shortcut.conv"]
+    several = resolve_layers("several", layers)
+    assert several[0].module_path == "layer2.0.conv1" and several[-1] == last[-1]
     assert len(resolve_layers("all", layers)) == len(layers)
     with pytest.raises(InputError, match="matches no Conv/Linear layer"):
         resolve_layers(["layer9"], layers)

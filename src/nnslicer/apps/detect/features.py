@@ -88,6 +88,10 @@ def resolve_layers(spec: LayerSpec, layers: list[Layer]) -> list[Layer]:
         return list(layers)
     if isinstance(spec, str) and spec == "last-conv":
         convs = [layer for layer in layers if len(layer.weight_shape) >= 3]
+        # a ResNet's 1x1 shortcut conv comes last in graph order; the authors' layers
+        # (conv2d_11, conv2d_12) are the block's own 3x3 convs, so skip 1x1 kernels
+        spatial = [layer for layer in convs if any(k > 1 for k in layer.weight_shape[2:])]
+        convs = spatial or convs
         return [convs[-1] if convs else (layers[-2] if len(layers) > 1 else layers[-1])]
     if isinstance(spec, str) and spec in ("middle", "several"):
         stages = _conv_stages(layers)
