@@ -243,8 +243,9 @@ def evaluate_detection(
 
     # ---- fitting set: correctly classified training inputs, so many per class
     per_fit = preset.fit_per_class if fit_per_class == -1 else fit_per_class
-    if per_fit is None:
-        x_fit, y_fit = x_train, y_train
+    if per_fit is None:  # every training input the model classifies correctly
+        keep = predict(model, x_train) == y_train.cpu()
+        x_fit, y_fit = x_train[keep], y_train[keep]
     else:
         fit_idx = select_per_class(predict(model, x_train), y_train, per_fit)
         x_fit, y_fit = x_train[fit_idx], y_train[fit_idx]
@@ -330,7 +331,8 @@ def evaluate_detection(
         "data": names.get("data", getattr(test, "name", "?")),
         "protocol": protocol,
         "model_fingerprint": fp,
-        "fit_samples": int(x_fit.shape[0]),
+        # the detectors leave out the fitting inputs the model misclassifies
+        "fit_samples": int(first.fit_info.get("used", x_fit.shape[0])),
         "fit_per_class": per_fit,
         "per_class": per_class,
         "attacked": len(idx),

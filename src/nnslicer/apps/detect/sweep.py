@@ -237,8 +237,9 @@ def sweep_detectors(
     check_bounds(x_test, bounds, "the test inputs")
     model = model.eval()
 
-    if fit_per_class is None:
-        x_fit, y_fit = x_train, y_train
+    if fit_per_class is None:  # every training input the model classifies correctly
+        keep = predict(model, x_train) == y_train.cpu()
+        x_fit, y_fit = x_train[keep], y_train[keep]
     else:
         fit_idx = select_per_class(predict(model, x_train), y_train, fit_per_class)
         x_fit, y_fit = x_train[fit_idx], y_train[fit_idx]
