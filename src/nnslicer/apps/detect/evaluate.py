@@ -61,9 +61,10 @@ PROTOCOLS: dict[str, Protocol] = {
     # the authors' release: one conv of the last block, the predicted class's mean as
     # reference (θ 0.2), scikit-learn's default tree, 1 000 training images per class
     "paper": Protocol("last-conv", "class", "tree", "signed", 1000),
-    # chosen on held-out normals and the validation attacks by `nnslicer detect sweep`
-    # (docs/detection.md, "A detector that earns its place")
-    "default": Protocol("last", "dataset", "tree", "signed", 1000),
+    # NNSlicer's best setting in `nnslicer detect sweep` on LeNet-5 (held-out normals against
+    # FGSM-8/PGD-8; docs/RESULTS.md): the dataset reference and gradient boosting; the same
+    # layers, features and classifier are used for the baselines
+    "default": Protocol("last-conv", "dataset", "boosting", "signed", 1000),
 }
 
 
