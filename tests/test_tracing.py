@@ -534,3 +534,16 @@ def test_chunks_shrink_to_the_memory_budget_with_identical_results() -> None:
         assert torch.equal(t, b.synapses[name]), name
     for name, t in roomy.current_profile.sums.items():
         torch.testing.assert_close(tight.current_profile.sums[name], t, rtol=1e-12, atol=1e-9)
+
+
+def test_without_neurons_only_the_nodes_below_the_wanted_weights_run() -> None:
+    slicer = _profiled(Deep(), (2, 6, 6))
+    x = torch.randn(4, 2, 6, 6)
+    full = slicer.slice(x, per_sample=True, synapses=["fc2.weight", "fc1.weight"])
+    fast = slicer.slice(x, per_sample=True, synapses=["fc2.weight", "fc1.weight"],
+                        neurons=False)
+    assert fast.neurons == {}
+    for name, t in full.synapses.items():
+        assert torch.equal(fast.synapses[name], t), name
+    with pytest.raises(InputError, match="neurons=False needs synapses"):
+        slicer.slice(x, neurons=False)

@@ -38,6 +38,16 @@ class Neurons:
 Target = None | int | Tensor | Neurons
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """What a slice computes: the synapses of these weights (None: every weight), and the
+    neurons' contributions (without them, nodes upstream of every wanted weight are skipped,
+    which a detector fitting on a last layer's synapses does not need)."""
+
+    synapses: frozenset[str] | None = None
+    neurons: bool = True
+
+
 def output_seeds(target: Target, logits: Tensor) -> Tensor:
     """The criterion as a (B, K) bool mask of output neurons per sample."""
     B, K = logits.shape

@@ -12,7 +12,15 @@ from torch import Tensor, nn
 
 from .backward.engine import ReferenceFn, run_backward
 from .backward.policy import EffectivePathPolicy, NNSlicerPolicy, SelectionPolicy
-from .criterion import Neurons, Target, criterion_seeds, merge_parts, resolve_target, split_target
+from .criterion import (
+    Neurons,
+    Outputs,
+    Target,
+    criterion_seeds,
+    merge_parts,
+    resolve_target,
+    split_target,
+)
 from .errors import InputError, TraceError
 from .forward.recorder import learn_layouts, record_values
 from .parallel.executor import Executor, SerialExecutor, make_executor
@@ -192,10 +200,11 @@ class Slicer:
             return lambda name: profile.mean(name).unsqueeze(0)
         return lambda name: profile.class_mean(name, predicted)
 
-    def check_slice_args(self, x: Tensor, target: Target, synapses: Iterable[str] | None
-                         ) -> tuple[Tensor, Target, frozenset[str] | None]:
+    def check_slice_args(self, x: Tensor, target: Target, synapses: Iterable[str] | None,
+                         neurons: bool = True) -> tuple[Tensor, Target, Outputs]:
         """``x`` as a tensor, the target resolved (a Neurons criterion as a per-sample mask),
-        the wanted synapse names (None: all); InputError naming what is wrong."""
+        what to compute (the wanted synapse names, None: all); InputError naming what is
+        wrong."""
         x = _as_tensor(x, "input x")
         expected = None
         if self._profile is not None and self.policy.uses_profile:
@@ -207,7 +216,10 @@ class Slicer:
             raise InputError(f"target has {target.shape[0]} rows for {x.shape[0]} input samples")
         target = resolve_target(graph, target, x.shape[0])
         if synapses is None:
-            return x, target, None
+            if not neurons:
+                raise InputError("neurons=False needs synapses=[...]: it skips the nodes "
+                                 "upstream of the wanted weights")
+            return x, target, Outputs()
         wanted = frozenset([synapses] if isinstance(synapses, str) else synapses)
         known = graph.synapse_parameters()
         unknown = sorted(wanted - set(known))
@@ -216,20 +228,23 @@ class Slicer:
                 f"no synapses named {unknown}; this model's weights with synapses are "
                 f"{sorted(known)[:8]}{' …' if len(known) > 8 else ''}"
             )
-        return x, target, wanted
+        return x, target, Outputs(wanted, bool(neurons))
 
     def slice(self, x: Tensor, target: Target = None, reference: str = "dataset",
-              per_sample: bool = False, synapses: Iterable[str] | None = None) -> Slice:
-        """Slice the criterion (x, target). See docs/spec.md §6 for the target forms.
+              per_sample: bool = False, synapses: Iterable[str] | None = None,
+              neurons: bool = True) -> Slice:
+        """Slice the criterion (x, target). See docs/spec.md §7 for the target forms.
 
         ``synapses``: names of the weights whose synapses to compute (default: all). With
         ``per_sample`` this bounds memory: a per-sample buffer holds batch × weight-size counts.
+        ``neurons=False`` (with ``synapses``) returns no neuron contributions and skips every
+        node upstream of the wanted weights: the same synapses, sooner.
         """
-        x, target, wanted = self.check_slice_args(x, target, synapses)
-        return self.executor.slice(self, x, target, reference, per_sample, wanted)
+        x, target, outputs = self.check_slice_args(x, target, synapses, neurons)
+        return self.executor.slice(self, x, target, reference, per_sample, outputs)
 
     def slice_here(self, x: Tensor, target: Target, reference: str, per_sample: bool,
-                   wanted: frozenset[str] | None) -> Slice:
+                   outputs: Outputs) -> Slice:
         """Slice in this process, ``batch_size`` samples at a time (arguments checked)."""
         from tqdm.auto import tqdm
 
@@ -239,7 +254,7 @@ class Slicer:
         for start in tqdm(starts, desc="slicing", unit="chunk", disable=not self.progress):
             stop = min(start + step, x.shape[0])
             n, s, classes = self.slice_chunk(x[start:stop], split_target(target, start, stop),
-                                             reference, per_sample, wanted)
+                                             reference, per_sample, outputs)
             neurons.append(n)
             synapses.append(s)
             if classes is not None:
@@ -248,7 +263,7 @@ class Slicer:
                      self.meta(x.shape[0], reference, per_sample, targets, target))
 
     def slice_chunk(self, x: Tensor, target: Target, reference: str, per_sample: bool,
-                    wanted: frozenset[str] | None = None
+                    outputs: Outputs = Outputs()
                     ) -> tuple[dict[str, Tensor], dict[str, Tensor], list[int] | None]:
         graph = self.graph
         values = record_values(graph, x.to(self.device))
@@ -260,7 +275,7 @@ class Slicer:
         seeds, classes = criterion_seeds(graph, target, values, x.shape[0])
         ref = self._reference(reference, logits.argmax(1))
         neurons, synapses = run_backward(graph, values, seeds, ref, self.policy, per_sample,
-                                         x.shape[0], wanted)
+                                         x.shape[0], outputs)
         return neurons, synapses, classes
 
     def meta(self, n: int, reference: str, per_sample: bool, targets: list[int],

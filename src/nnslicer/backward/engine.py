@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..criterion import Outputs
 from ..trace.graph import OperatorGraph
 from ..trace.layout import STANDARD, BatchLayout
 from .policy import SelectionPolicy
@@ -87,15 +88,18 @@ class BackwardState:
 
 def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: dict[str, Tensor],
                  reference: ReferenceFn, policy: SelectionPolicy, per_sample: bool,
-                 batch: int, wanted: frozenset[str] | None = None
+                 batch: int, outputs: Outputs = Outputs()
                  ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Contributions of every live node and every synapse (or the ``wanted`` ones) for one
+    """Contributions of every live node and every synapse (``outputs`` says which) for one
     batch chunk of ``batch`` samples. ``seeds``: C of the criterion's node(s), in their layout.
 
     Returns point-level neuron contributions, (batch, *sample shape) when per_sample, else
-    summed over the batch, and synapse contributions (same convention).
+    summed over the batch (none without ``outputs.neurons``), and synapse contributions (same
+    convention).
     """
+    wanted = outputs.synapses
     state = BackwardState(graph, values, reference, policy, per_sample, batch, wanted)
+    needed = None if outputs.neurons else _below_wanted(graph, wanted)
     for name, seed in seeds.items():
         state.contribs[name] = seed.to(torch.int64)
     neurons: dict[str, Tensor] = {}
@@ -105,6 +109,11 @@ def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: dict[str, 
             continue
         # every consumer is done, so C of this node is final
         c = state.contribs.pop(node.name, None)
+        if needed is not None:
+            if c is not None and node.name in needed and node.rule is not None:
+                node.rule.backward(Step(state, node, c))
+            state.forget(node.name)
+            continue
         if c is None:
             c = torch.zeros(value.shape, dtype=torch.int64, device=value.device)
         elif node.rule is not None and bool(c.any()):
@@ -119,3 +128,15 @@ def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: dict[str, 
         if wanted is None or name in wanted
     }
     return neurons, synapses
+
+
+def _below_wanted(graph: OperatorGraph, wanted: frozenset[str] | None) -> set[str]:
+    """Nodes whose rule must run for the wanted synapses: those with a wanted weight at or
+    upstream of them (contributions reach a weight only through the nodes downstream of it)."""
+    needed: set[str] = set()
+    for node in graph.nodes:
+        names = node.rule.synapse_names(node) if node.rule is not None else []
+        if any(wanted is None or n in wanted for n in names) or any(
+                a.name in needed for a in node.fx_node.all_input_nodes):
+            needed.add(node.name)
+    return needed

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from ..criterion import Target
+    from ..criterion import Outputs, Target
     from ..profile.profile import ClassChoice, Profile
     from ..results.slice import Slice
     from ..slicer import Slicer
@@ -25,7 +25,7 @@ class Executor(Protocol):
                 classes: ClassChoice = "auto") -> Profile: ...
 
     def slice(self, slicer: Slicer, x: Tensor, target: Target, reference: str,
-              per_sample: bool, wanted: frozenset[str] | None) -> Slice: ...
+              per_sample: bool, outputs: Outputs) -> Slice: ...
 
 
 class SerialExecutor:
@@ -36,8 +36,8 @@ class SerialExecutor:
         return slicer.profile_here(data, progress, classes)
 
     def slice(self, slicer: Slicer, x: Tensor, target: Target, reference: str,
-              per_sample: bool, wanted: frozenset[str] | None) -> Slice:
-        return slicer.slice_here(x, target, reference, per_sample, wanted)
+              per_sample: bool, outputs: Outputs) -> Slice:
+        return slicer.slice_here(x, target, reference, per_sample, outputs)
 
 
 def make_executor(spec: str | Executor | None, num_workers: int = 2) -> Executor:

@@ -38,7 +38,7 @@ from ..profile.profile import ClassChoice, Profile, iter_batches
 
 if TYPE_CHECKING:
     from ..backward.policy import SelectionPolicy
-    from ..criterion import Target
+    from ..criterion import Outputs, Target
     from ..results.slice import Slice
     from ..rules.ruleset import RuleSet
     from ..slicer import Slicer
@@ -168,13 +168,12 @@ class ShardWorker:
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     def slice(self, shared: list[Any], index: int, x: Tensor, target: Target, reference: str,
-              per_sample: bool, synapses: frozenset[str] | None,
-              crash: tuple[str, int] | None = None
+              per_sample: bool, outputs: Outputs, crash: tuple[str, int] | None = None
               ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]:
         slicer = self._slicer(shared)
         _maybe_crash(crash, index)
-        s = slicer.slice_here(*slicer.check_slice_args(x, target, synapses)[:2], reference,
-                              per_sample, synapses)
+        x, target, _ = slicer.check_slice_args(x, target, outputs.synapses, outputs.neurons)
+        s = slicer.slice_here(x, target, reference, per_sample, outputs)
         return s.neurons, s.synapses, s.meta
 
     def profile(self, shared: list[Any], index: int,
@@ -308,22 +307,22 @@ class RayPool:
 
     # --------------------------------------------------------------------- slicing
     def slice(self, x: Tensor, target: Target = None, reference: str = "dataset",
-              per_sample: bool = False, synapses: Iterable[str] | None = None, *,
-              shard_size: int | None = None) -> Slice:
-        """Same result as ``slicer.slice(x, target, reference, per_sample, synapses)``.
+              per_sample: bool = False, synapses: Iterable[str] | None = None,
+              neurons: bool = True, *, shard_size: int | None = None) -> Slice:
+        """Same result as ``slicer.slice(x, target, reference, per_sample, synapses,
+        neurons)``.
 
         ``shard_size`` samples go to a worker at a time (default ``slicer.batch_size``); it is
         rounded up to a multiple of the slicer's chunk (``batch_size``, or fewer samples when
         the memory budget asks for it) so that shards split into exactly the
         serial run's chunks.
         """
-        x, target, wanted = self.slicer.check_slice_args(x, target, synapses)
-        return self.slice_checked(x, target, reference, per_sample, wanted,
+        x, target, outputs = self.slicer.check_slice_args(x, target, synapses, neurons)
+        return self.slice_checked(x, target, reference, per_sample, outputs,
                                   shard_size=shard_size)
 
     def slice_checked(self, x: Tensor, target: Target, reference: str, per_sample: bool,
-                      wanted: frozenset[str] | None, *, shard_size: int | None = None
-                      ) -> Slice:
+                      outputs: Outputs, *, shard_size: int | None = None) -> Slice:
         """``slice`` for arguments the slicer has checked (Slicer.check_slice_args)."""
         from ..criterion import Neurons, merge_parts, split_target
         from ..results.slice import Slice
@@ -347,7 +346,7 @@ class RayPool:
             for i, start in enumerate(range(0, n, step)):
                 stop = min(start + step, n)
                 yield i, (x[start:stop], split_target(target, start, stop), reference, per_sample,
-                          wanted)
+                          outputs)
 
         parts: dict[int, tuple] = {}
         totals: list[dict[str, Tensor]] = []
@@ -486,6 +485,6 @@ class RayExecutor:
                            classes=classes)
 
     def slice(self, slicer: Slicer, x: Tensor, target: Target, reference: str,
-              per_sample: bool, wanted: frozenset[str] | None) -> Slice:
+              per_sample: bool, outputs: Outputs) -> Slice:
         with RayPool(slicer, address=self.address, num_workers=self.num_workers) as pool:
-            return pool.slice_checked(x, target, reference, per_sample, wanted)
+            return pool.slice_checked(x, target, reference, per_sample, outputs)
