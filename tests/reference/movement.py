@@ -11,6 +11,7 @@ a mirror that disagreed with PyTorch would be caught.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -173,11 +174,85 @@ def getitem(x, index):
     return x[index]
 
 
+def broadcast_with(x, *others):
+    """``x + c`` for a constant ``c``: every output point reads x's aligned point."""
+    return np.broadcast_to(x, np.broadcast_shapes(np.shape(x), *[np.shape(o) for o in others]))
+
+
+# --- docs/spec.md §8 "Beyond the operator table": more data movement ----------------------------
+
+
+def _const(v: Any, index: bool) -> Any:
+    """A constant operand (a torch tensor or a number): -1 (a constant point) in index mode,
+    its value otherwise."""
+    if index:
+        return -1 if not isinstance(v, torch.Tensor) else np.full(tuple(v.shape), -1, np.int64)
+    return v.detach().to(torch.float64).numpy() if isinstance(v, torch.Tensor) else float(v)
+
+
+def _np_index(v: Any) -> np.ndarray:
+    return v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+
+def masked_fill(x, mask, value):
+    """``x.masked_fill(mask, value)`` with a constant mask: the filled points are constants."""
+    fill = -1 if _is_index(x) else float(value)
+    return np.where(_np_index(mask).astype(bool), fill, x)
+
+
+def where(cond, a, b):
+    """``torch.where(cond, a, b)`` with a constant cond; a constant a or b gives constant points.
+    (``a.where(cond, b)`` calls this as ``where_method(a, cond, b)``.)"""
+    index = any(isinstance(v, np.ndarray) and _is_index(v) for v in (a, b))
+    a = a if isinstance(a, np.ndarray) else _const(a, index)
+    b = b if isinstance(b, np.ndarray) else _const(b, index)
+    return np.where(_np_index(cond).astype(bool), a, b)
+
+
+def where_method(a, cond, b):
+    return where(cond, a, b)
+
+
+def gather(x, dim, index, *, sparse_grad=False):
+    """``out[i][j][k] = x[i][index[i][j][k]][k]`` (dim 1); index may be smaller than x in the
+    other dims."""
+    index = _np_index(index).astype(np.int64)
+    d = _nd(dim, x.ndim)
+    grid = list(np.indices(index.shape, sparse=True))
+    grid[d] = index
+    return x[tuple(grid)]
+
+
+def index_select(x, dim, index):
+    return np.take(x, _np_index(index).astype(np.int64).reshape(-1), axis=_nd(dim, x.ndim))
+
+
+def take_along_dim(x, indices, dim=None):
+    if dim is None:
+        raise ValueError("take_along_dim without dim flattens the batch")
+    d = _nd(dim, x.ndim)
+    indices = _np_index(indices).astype(np.int64)
+    shape = list(
+        np.broadcast_shapes(
+            x.shape[:d] + (1,) + x.shape[d + 1 :], indices.shape[:d] + (1,) + indices.shape[d + 1 :]
+        )
+    )
+    xs, ishape = list(shape), list(shape)
+    xs[d], ishape[d] = x.shape[d], indices.shape[d]
+    return np.take_along_axis(np.broadcast_to(x, xs), np.broadcast_to(indices, ishape), axis=d)
+
+
 def pad(x, pad, mode="constant", value=None):
-    """F.pad with a constant: ``pad`` pairs (before, after) from the last dim backwards;
-    negative amounts crop. Padding points of an index array are ``-1`` (constants)."""
+    """F.pad: ``pad`` pairs (before, after) from the last dim backwards. Constant padding points
+    of an index array are ``-1`` (constants), negative amounts crop; reflect (the edge not
+    repeated), replicate and circular padding copy input points."""
     if mode != "constant":
-        raise ValueError(f"padding mode {mode!r} is not constant")
+        np_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+        widths = [(0, 0)] * x.ndim
+        for i in range(len(pad) // 2):
+            widths[x.ndim - 1 - i] = (int(pad[2 * i]), int(pad[2 * i + 1]))
+        assert all(a >= 0 and b >= 0 for a, b in widths), "negative non-constant padding"
+        return np.pad(x, widths, mode=np_mode)
     fill = -1 if _is_index(x) else (0.0 if value is None else float(value))
     out = x
     for i in range(len(pad) // 2):
@@ -191,6 +266,120 @@ def pad(x, pad, mode="constant", value=None):
     return out
 
 
-def broadcast_with(x, *others):
-    """``x + c`` for a constant ``c``: every output point reads x's aligned point."""
-    return np.broadcast_to(x, np.broadcast_shapes(np.shape(x), *[np.shape(o) for o in others]))
+def pixel_shuffle(x, upscale_factor):
+    """(*, C·r², H, W) -> (*, C, H·r, W·r):
+    ``out[c, h·r + i, w·r + j] = x[c·r² + i·r + j, h, w]``."""
+    r = int(upscale_factor)
+    *lead, c, h, w = x.shape
+    y = x.reshape(*lead, c // (r * r), r, r, h, w)
+    n = len(lead)
+    y = np.transpose(y, (*range(n), n, n + 3, n + 1, n + 4, n + 2))
+    return y.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(x, downscale_factor):
+    """The inverse: (*, C, H·r, W·r) -> (*, C·r², H, W)."""
+    r = int(downscale_factor)
+    *lead, c, hr, wr = x.shape
+    h, w = hr // r, wr // r
+    y = x.reshape(*lead, c, h, r, w, r)
+    n = len(lead)
+    y = np.transpose(y, (*range(n), n, n + 2, n + 4, n + 1, n + 3))
+    return y.reshape(*lead, c * r * r, h, w)
+
+
+def channel_shuffle(x, groups):
+    """(B, C, *) -> view (B, g, C/g, *) -> swap the two -> (B, C, *)."""
+    g = int(groups)
+    b, c, *rest = x.shape
+    y = x.reshape(b, g, c // g, *rest)
+    return np.swapaxes(y, 1, 2).reshape(b, c, *rest)
+
+
+def tensor_unfold(x, dimension, size, step):
+    """``x.unfold(d, size, step)``: windows along d, ``out[..., i, ..., j] = x[..., i·step + j,
+    ...]`` with the window as a new last dim."""
+    d = _nd(dimension, x.ndim)
+    windows = np.lib.stride_tricks.sliding_window_view(x, int(size), axis=d)
+    return _take(windows, d, slice(None, None, int(step)))
+
+
+def im2col(x, kernel_size, dilation=1, padding=0, stride=1):
+    """F.unfold / nn.Unfold of (B, C, H, W): (B, C·kh·kw, L), row ``c·kh·kw + ki·kw + kj``,
+    column ``oh·out_w + ow`` reads ``x[c, oh·sh − ph + ki·dh, ow·sw − pw + kj·dw]`` (zero
+    padding: a constant point, -1 in an index array)."""
+
+    def pair(v):
+        return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
+
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = map(pair, (kernel_size, dilation, padding, stride))
+    b, c, h, w = x.shape
+    fill = -1 if _is_index(x) else 0.0
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out = np.empty((b, c * kh * kw, out_h * out_w), dtype=x.dtype)
+    for ch in range(c):
+        for ki in range(kh):
+            for kj in range(kw):
+                row = ch * kh * kw + ki * kw + kj
+                for oh in range(out_h):
+                    for ow in range(out_w):
+                        src = xp[:, ch, oh * sh + ki * dh, ow * sw + kj * dw]
+                        out[:, row, oh * out_w + ow] = src
+    return out
+
+
+def interp_out_sizes(in_sizes, size, scale_factor) -> tuple[list[int], list[float | None]]:
+    """Output sizes and the scales PyTorch's kernels receive: ``size`` given -> no scale;
+    ``scale_factor`` given -> ``floor(in · s)`` and the scale s (with
+    ``recompute_scale_factor=True`` the caller drops the scales)."""
+    n = len(in_sizes)
+    if size is not None:
+        sizes = [int(size)] * n if isinstance(size, int) else [int(a) for a in size]
+        return sizes, [None] * n
+    sf = (
+        [float(scale_factor)] * n
+        if isinstance(scale_factor, (int, float))
+        else [float(a) for a in scale_factor]
+    )
+    return [int(math.floor(i * s)) for i, s in zip(in_sizes, sf, strict=True)], sf
+
+
+def nearest_source(dst: int, n_in: int, n_out: int, scale: float | None, exact: bool) -> int:
+    """ATen's nearest (``floor(dst · s)``) and nearest-exact (``floor((dst + 0.5) · s)``) source
+    index, ``s = 1/scale`` or ``in/out``, in float32 as the kernels compute it."""
+    if not exact:
+        if n_out == n_in:
+            return dst
+        if n_out == 2 * n_in:
+            return dst >> 1
+    if scale is not None and scale > 0:
+        s = np.float32(1.0 / scale)
+    else:
+        s = np.float32(n_in) / np.float32(n_out)
+    pos = (np.float32(dst) + np.float32(0.5)) * s if exact else np.float32(dst) * s
+    return min(int(np.floor(pos)), n_in - 1)
+
+
+def interpolate_nearest(
+    x,
+    size=None,
+    scale_factor=None,
+    mode="nearest",
+    align_corners=None,
+    recompute_scale_factor=None,
+    antialias=False,
+):
+    """F.interpolate / nn.Upsample in mode nearest or nearest-exact over the trailing spatial
+    dims of (B, C, *spatial)."""
+    assert mode in ("nearest", "nearest-exact") and not antialias
+    spatial = x.shape[2:]
+    sizes, scales = interp_out_sizes(spatial, size, scale_factor)
+    if recompute_scale_factor:
+        scales = [None] * len(sizes)
+    out = x
+    for i, (n_in, n_out, sc) in enumerate(zip(spatial, sizes, scales, strict=True)):
+        src = [nearest_source(o, n_in, n_out, sc, mode == "nearest-exact") for o in range(n_out)]
+        out = np.take(out, src, axis=2 + i)
+    return out

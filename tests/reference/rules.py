@@ -6,6 +6,7 @@ into the node's per-sample output, row-major), its edges. Nothing here runs a mo
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,62 @@ def act_derivative_sign(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
             d = cdf + x * pdf
         # Far left both terms underflow to 0 although GELU' < 0 there (single root ≈ -0.7518).
         return np.where(x < -5.0, -1, np.sign(d)).astype(np.int64)
+    return _more_derivative_signs(attrs, x)
+
+
+def _more_derivative_signs(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """docs/spec.md §8 "Beyond the operator table": the other element-wise functions.
+
+    Closed forms: f' > 0 (exp, log, log1p, expm1, sqrt, erf, LogSigmoid, Softsign, Softplus
+    with β > 0), f' < 0 (rsqrt, reciprocal), sign(x) (abs, square). The rest follow the sign of
+    PyTorch's derivative as its backward defines it, 0 where that is NaN: at the kinks,
+    clamp/clip pass at the bounds (``min <= x <= max``), Soft/Hardshrink block at ±λ, PReLU
+    is ``a`` at 0 (``x > 0 ? 1 : a``); Tanhshrink' = tanh²(x) (0 only at 0); Mish' =
+    tanh(sp(x)) + x·σ(x)·sech²(sp(x)) evaluated in float64; ``x ** c`` is ``c·x^(c-1)``: sign(c)
+    for x > 0, for x < 0 sign(c)·(−1)^(c−1) with an integer c and 0 (NaN) otherwise, at x = 0
+    0 for c > 1, sign(c) for c <= 1 (PyTorch's ``c·0^(c−1)`` is ±inf there, or c; c = 0: 0).
+    """
+    fn = attrs["fn"]
+    ones = np.ones_like(x, dtype=np.int64)
+    if fn == "pos":
+        return ones
+    if fn == "neg":
+        return -ones
+    if fn == "signx":  # abs, square
+        return np.sign(x).astype(np.int64)
+    if fn == "softplus":
+        assert attrs["beta"] > 0, "Softplus with beta <= 0"
+        return ones
+    if fn == "clamp":
+        lo, hi = attrs["lo"], attrs["hi"]
+        keep = np.ones(x.shape, dtype=bool)
+        if lo is not None:
+            keep &= x >= lo
+        if hi is not None:
+            keep &= x <= hi
+        return keep.astype(np.int64)
+    if fn == "shrink":  # Softshrink, Hardshrink: 0 on [-λ, λ]
+        return (np.abs(x) > attrs["lambd"]).astype(np.int64)
+    if fn == "prelu":
+        return np.where(x > 0, 1, np.sign(attrs["a"])).astype(np.int64)
+    if fn == "tanhshrink":
+        return (np.tanh(x) ** 2 > 0).astype(np.int64)
+    if fn == "mish":
+        sp = np.logaddexp(0.0, x)  # softplus
+        with np.errstate(over="ignore"):
+            sig = 1.0 / (1.0 + np.exp(-x))
+        th = np.tanh(sp)
+        return np.sign(th + x * sig * (1.0 - th * th)).astype(np.int64)
+    if fn == "pow":
+        c = float(attrs["c"])
+        if c == 0:
+            return np.zeros_like(x, dtype=np.int64)
+        sc = int(np.sign(c))
+        out = np.where(x > 0, sc, 0)
+        if c == int(c):
+            out = np.where(x < 0, sc * (1 if (int(c) - 1) % 2 == 0 else -1), out)
+        out = np.where(x == 0, 0 if c > 1 else sc, out)
+        return out.astype(np.int64)
     raise AssertionError(fn)
 
 
@@ -409,3 +466,92 @@ class Expansion:
 
 def identity_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64)
+
+
+# --- linear-mode interpolation (docs/spec.md §8): coefficients from PyTorch's formulas ---------
+#
+# The coefficients are computed here from the formulas PyTorch documents and its CPU kernels
+# implement (aten/src/ATen/native/UpSample.h), not read back from the operator:
+#   scale = (in − 1)/(out − 1) with align_corners (0 when out = 1), else 1/scale_factor when a
+#   scale factor reaches the kernel, else in/out;
+#   source x = scale·dst (align_corners) or scale·(dst + ½) − ½, clamped at 0 except for cubic;
+#   i0 = min(⌊x⌋, in − 1) (⌊⌋ in float32, as ``floorf``), λ = clamp(x − i0, 0, 1);
+#   linear: λ0 = 1 − λ at i0, λ at i0 + 1 (i0 itself at the last index), the identity when
+#   out = in; cubic (A = −0.75): taps i0 − 1 … i0 + 2, clamped to [0, in − 1], weights
+#   W2(λ + 1), W1(λ), W1(1 − λ), W2(2 − λ) with W1(t) = ((A + 2)t − (A + 3))t² + 1,
+#   W2(t) = ((At − 5A)t + 8A)t − 4A;
+#   area: adaptive average pooling to the output size, 1/(bin length) on each bin.
+# A multi-dim output point's coefficient on a source point is the product of its per-dim
+# weights, summed over taps that land on the same point (edge clamping); self-checked against
+# the recorded values (Σ c·Δx = Δy) and against impulses in test_reference_selfcheck.py.
+
+CUBIC_A = -0.75
+
+
+def _interp_scale(n_in: int, n_out: int, align_corners: bool, scale: float | None) -> float:
+    if align_corners:
+        return (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    return 1.0 / scale if scale is not None and scale > 0 else n_in / n_out
+
+
+def _source_index(scale: float, dst: int, align_corners: bool, cubic: bool) -> float:
+    if align_corners:
+        return scale * dst
+    src = scale * (dst + 0.5) - 0.5
+    return 0.0 if (not cubic and src < 0) else src
+
+
+def _guard(real: float, n_in: int) -> tuple[int, float]:
+    i0 = min(int(np.floor(np.float32(real))), n_in - 1)
+    return i0, min(max(real - i0, 0.0), 1.0)
+
+
+def _w1(t: float) -> float:
+    a = CUBIC_A
+    return ((a + 2) * t - (a + 3)) * t * t + 1
+
+
+def _w2(t: float) -> float:
+    a = CUBIC_A
+    return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+
+
+def interp_taps(mode: str, n_in: int, n_out: int, align_corners: bool, scale: float | None):
+    """Per output index of one spatial dim: its (source index, weight) taps."""
+    if mode == "area":
+        taps = []
+        for o in range(n_out):
+            start, end = (o * n_in) // n_out, -((-(o + 1) * n_in) // n_out)
+            taps.append([(i, 1.0 / (end - start)) for i in range(start, end)])
+        return taps
+    cubic = mode == "bicubic"
+    s = _interp_scale(n_in, n_out, align_corners, scale)
+    taps = []
+    for o in range(n_out):
+        if not cubic and n_out == n_in:
+            taps.append([(o, 1.0)])
+            continue
+        i0, lam = _guard(_source_index(s, o, align_corners, cubic), n_in)
+        if cubic:
+            weights = (_w2(lam + 1), _w1(lam), _w1(1 - lam), _w2(2 - lam))
+            taps.append([(min(max(i0 - 1 + j, 0), n_in - 1), w) for j, w in enumerate(weights)])
+        else:
+            i1 = i0 + (1 if i0 < n_in - 1 else 0)
+            taps.append([(i0, 1.0 - lam), (i1, lam)])
+    return taps
+
+
+def interp_edges(in_shape: tuple[int, ...], out_shape: tuple[int, ...], taps_per_dim):
+    """Per output point (C, *spatial): one edge per distinct source point of its plane, in the
+    source's row-major order, coefficient = Σ over tap combinations of the weight products."""
+    table = []
+    for c, *opos in np.ndindex(*out_shape):
+        coef: dict[int, float] = {}
+        combos = [taps_per_dim[d][o] for d, o in enumerate(opos)]
+        for combo in itertools.product(*combos):
+            w = math.prod(t[1] for t in combo)
+            src = int(np.ravel_multi_index((c, *(t[0] for t in combo)), in_shape))
+            coef[src] = coef.get(src, 0.0) + w
+        srcs = sorted(s for s, w in coef.items() if w != 0.0)
+        table.append(make_wsum(0, srcs, -1, [coef[s] for s in srcs]))
+    return table

@@ -125,6 +125,8 @@ from .rules import (
     conv_edges,
     group_norm_np,
     instance_norm_np,
+    interp_edges,
+    interp_taps,
     layer_norm_np,
     left_matmul_edges,
     linear_edges,
@@ -242,6 +244,18 @@ _MOVE_FUNCTIONS = {
     torch.flip: mv.flip,
     operator.getitem: mv.getitem,
     F.pad: mv.pad,
+    torch.masked_fill: mv.masked_fill,
+    torch.where: mv.where,
+    torch.gather: mv.gather,
+    torch.index_select: mv.index_select,
+    torch.take_along_dim: mv.take_along_dim,
+    F.pixel_shuffle: mv.pixel_shuffle,
+    F.pixel_unshuffle: mv.pixel_unshuffle,
+    torch.pixel_shuffle: mv.pixel_shuffle,
+    torch.pixel_unshuffle: mv.pixel_unshuffle,
+    torch.channel_shuffle: mv.channel_shuffle,
+    F.channel_shuffle: mv.channel_shuffle,
+    F.unfold: mv.im2col,
 }
 _MOVE_METHODS = {
     "flatten": mv.flatten,
@@ -262,6 +276,11 @@ _MOVE_METHODS = {
     "repeat": mv.repeat,
     "roll": mv.roll,
     "flip": mv.flip,
+    "masked_fill": mv.masked_fill,
+    "where": mv.where_method,
+    "gather": mv.gather,
+    "index_select": mv.index_select,
+    "unfold": mv.tensor_unfold,
 }
 _MOVE_ATTRS = {"T": mv.t, "mT": mv.matrix_transpose}
 _LIST_FUNCTIONS = {torch.chunk: mv.chunk, torch.split: mv.split, torch.unbind: mv.unbind}
@@ -291,6 +310,7 @@ _DROPOUT_MODULES = (
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
 )
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
 _PAD_MODULES = (
     nn.ZeroPad1d,
     nn.ZeroPad2d,
@@ -316,7 +336,34 @@ _ACT_MODULES: tuple[type[nn.Module], ...] = (
     nn.SiLU,
     nn.Sigmoid,
     nn.Tanh,
+    nn.LogSigmoid,
+    nn.Softsign,
+    nn.Softplus,
+    nn.Mish,
+    nn.PReLU,
+    nn.Tanhshrink,
+    nn.Softshrink,
+    nn.Hardshrink,
 )
+
+# element-wise functions of docs/spec.md §8 with a closed-form sign of f': "pos" f' > 0,
+# "neg" f' < 0, "signx" sign(f') = sign(x)
+_CLOSED_FORM_FUNCTIONS = {
+    **dict.fromkeys(
+        (torch.exp, torch.log, torch.log1p, torch.expm1, torch.sqrt, torch.erf, torch.special.erf),
+        "pos",
+    ),
+    **dict.fromkeys((F.logsigmoid, F.softsign), "pos"),
+    **dict.fromkeys((torch.rsqrt, torch.reciprocal), "neg"),
+    **dict.fromkeys((torch.abs, operator.abs, torch.square), "signx"),
+}
+_CLOSED_FORM_METHODS = {
+    **dict.fromkeys(("exp", "log", "log1p", "expm1", "sqrt", "erf"), "pos"),
+    **dict.fromkeys(("rsqrt", "reciprocal"), "neg"),
+    **dict.fromkeys(("abs", "square"), "signx"),
+}
+_CLAMPS = {torch.clamp: "both", torch.clip: "both", torch.clamp_min: "min", torch.clamp_max: "max"}
+_CLAMP_METHODS = {"clamp": "both", "clip": "both", "clamp_min": "min", "clamp_max": "max"}
 
 
 def _arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
@@ -348,7 +395,23 @@ def _act_from_module(m: nn.Module) -> dict[str, Any]:
         return {"fn": "sigmoid"}
     if isinstance(m, nn.Tanh):
         return {"fn": "tanh"}
+    if isinstance(m, (nn.LogSigmoid, nn.Softsign)):
+        return {"fn": "pos"}
+    if isinstance(m, nn.Softplus):
+        return {"fn": "softplus", "beta": float(m.beta)}
+    if isinstance(m, nn.Mish):
+        return {"fn": "mish"}
+    if isinstance(m, nn.Tanhshrink):
+        return {"fn": "tanhshrink"}
+    if isinstance(m, (nn.Softshrink, nn.Hardshrink)):
+        return {"fn": "shrink", "lambd": float(m.lambd)}
     raise AssertionError(m)
+
+
+def _scalar_bound(node: fx.Node, a: Any) -> float | None:
+    if a is None or isinstance(a, (int, float)):
+        return None if a is None else float(a)
+    raise ReferenceUnsupported(f"reference: {node.name!r}: clamp bounds must be numbers")
 
 
 def _act_from_function(node: fx.Node) -> dict[str, Any] | None:
@@ -359,7 +422,7 @@ def _act_from_function(node: fx.Node) -> dict[str, Any] | None:
             "relu_": {"fn": "relu"},
             "sigmoid": {"fn": "sigmoid"},
             "tanh": {"fn": "tanh"},
-        }.get(t)
+        }.get(t) or _act_from_method(node)
     if t in (F.relu, torch.relu, torch.relu_):
         return {"fn": "relu"}
     if t is F.relu6:
@@ -382,7 +445,69 @@ def _act_from_function(node: fx.Node) -> dict[str, Any] | None:
         return {"fn": "sigmoid"}
     if t in (torch.tanh, F.tanh):
         return {"fn": "tanh"}
+    if t in _CLOSED_FORM_FUNCTIONS:
+        return {"fn": _CLOSED_FORM_FUNCTIONS[t]}
+    if t in _CLAMPS:
+        return _clamp_attrs(node, _CLAMPS[t])
+    if t is F.softplus:
+        return {"fn": "softplus", "beta": float(_arg(node, 1, "beta", 1.0))}
+    if t is F.mish:
+        return {"fn": "mish"}
+    if t is F.tanhshrink:
+        return {"fn": "tanhshrink"}
+    if t in (F.softshrink, F.hardshrink):
+        return {"fn": "shrink", "lambd": float(_arg(node, 1, "lambd", 0.5))}
+    if t in (operator.pow, torch.pow):
+        return _pow_attrs(node)
     return None
+
+
+def _clamp_attrs(node: fx.Node, which: str) -> dict[str, Any]:
+    """clamp(x, min, max) / clamp_min(x, min) / clamp_max(x, max) with number bounds."""
+    if which == "max":
+        return {"fn": "clamp", "lo": None, "hi": _scalar_bound(node, _arg(node, 1, "max"))}
+    lo = _scalar_bound(node, _arg(node, 1, "min"))
+    hi = _scalar_bound(node, _arg(node, 2, "max")) if which == "both" else None
+    return {"fn": "clamp", "lo": lo, "hi": hi}
+
+
+def _pow_attrs(node: fx.Node) -> dict[str, Any]:
+    """``x ** c`` with a number c (a constant base ``c ** x`` is not covered)."""
+    c = _arg(node, 1, "exponent")
+    if not isinstance(c, (int, float)) or isinstance(c, bool):
+        raise ReferenceUnsupported(f"reference: {node.name!r}: pow needs a number exponent")
+    return {"fn": "pow", "c": float(c)}
+
+
+def _act_from_method(node: fx.Node) -> dict[str, Any] | None:
+    t = node.target
+    if t in _CLOSED_FORM_METHODS:
+        return {"fn": _CLOSED_FORM_METHODS[t]}
+    if t in _CLAMP_METHODS:
+        return _clamp_attrs(node, _CLAMP_METHODS[t])
+    if t == "pow":
+        return _pow_attrs(node)
+    return None
+
+
+def _act_forward(attrs: dict[str, Any], x: float) -> float:
+    """f(x) for the activations whose rule reads parameters (NaN: not checked here)."""
+    fn = attrs["fn"]
+    if fn == "clamp":
+        lo = -math.inf if attrs["lo"] is None else attrs["lo"]
+        hi = math.inf if attrs["hi"] is None else attrs["hi"]
+        return min(max(x, lo), hi)
+    if fn == "shrink":
+        return math.nan  # Softshrink and Hardshrink differ; their λ is checked by the sign test
+    if fn == "prelu":
+        return x if x > 0 else attrs["a"] * x
+    if fn == "pow":
+        try:
+            v = math.pow(x, attrs["c"])
+        except (ValueError, ZeroDivisionError, OverflowError):
+            return math.nan
+        return v
+    return math.nan
 
 
 class _Recorder(fx.Interpreter):
@@ -519,6 +644,13 @@ class ReferenceSlicer:
         parameter element it is (so ``x @ W.T`` has W's synapses)."""
         mov = self._movement_of(node)
         src = node.args[0] if node.args else None
+        if mov is not None and mov[0] in _DATA_LIST_OPS and isinstance(src, (list, tuple)):
+            # cat/stack of views of one parameter (``torch.cat([W, W])``: repeats add up)
+            roots = {self.pview_root.get(a.name) if isinstance(a, fx.Node) else None for a in src}
+            if len(roots) == 1 and None not in roots:
+                self.pview_root[node.name] = roots.pop()
+                self.pview_call[node.name] = (mov[0], tuple(node.args), dict(node.kwargs))
+            return
         if mov is None or not isinstance(src, fx.Node) or src.name not in self.pview_root:
             return
         if any(a.name in self.pview_root for a in _node_inputs(node)[1:]):
@@ -540,12 +672,12 @@ class ReferenceSlicer:
         if mov is not None and mov[1]:
             self.tuples[node.name] = _Tuple("list", {"fn": mov[0]})
             return True
-        if (node.op == "call_function" and t is torch.max) or (
-            node.op == "call_method" and t == "max"
+        if (node.op == "call_function" and t in (torch.max, torch.min)) or (
+            node.op == "call_method" and t in ("max", "min")
         ):
             dim = _arg(node, 1, "dim")
             if isinstance(dim, int):
-                self.tuples[node.name] = _Tuple("max", {})
+                self.tuples[node.name] = _Tuple("max", {"min": t in (torch.min, "min")})
                 return True
         return False
 
@@ -576,6 +708,24 @@ class ReferenceSlicer:
         x = node.args[0] if node.args else None
         if isinstance(x, fx.Node) and self.category[x.name] == "tuple":
             return self._classify_tuple_member(node, x)
+        if t in (F.interpolate, F.upsample):
+            self._check_tensor_node(node, x)
+            return self._interp_rule(
+                node,
+                x,
+                _arg(node, 1, "size"),
+                _arg(node, 2, "scale_factor"),
+                _arg(node, 3, "mode", "nearest"),
+                _arg(node, 4, "align_corners"),
+                _arg(node, 5, "recompute_scale_factor"),
+                _arg(node, 6, "antialias", False),
+            )
+        if t is F.prelu:
+            w = _arg(node, 1, "weight")
+            self._check_tensor_node(node, x)
+            if self._dep(w):
+                raise self._unsupported(node, "input-dependent PReLU weight")
+            return Rule("act", [x.name], attrs={"fn": "prelu", "weight_node": w})
         act = _act_from_function(node)
         if act is not None:
             self._check_tensor_node(node, x)
@@ -618,14 +768,23 @@ class ReferenceSlicer:
                     "keepdim": bool(_arg(node, 2, "keepdim", False)),
                 },
             )
-        if (is_method and t == "amax") or t is torch.amax:
+        if (is_method and t in ("amax", "amin")) or t in (torch.amax, torch.amin):
             self._check_tensor_node(node, x)
             dim = _arg(node, 1, "dim", ())
             dims = [dim] if isinstance(dim, int) else list(dim)
             if not dims:
                 raise self._unsupported(node, "reduces the batch dim")
             keepdim = bool(_arg(node, 2, "keepdim", False))
-            return Rule("maxsel", [x.name], attrs={"op": "dims", "dims": dims, "keepdim": keepdim})
+            return Rule(
+                "maxsel",
+                [x.name],
+                attrs={
+                    "op": "dims",
+                    "dims": dims,
+                    "keepdim": keepdim,
+                    "min": t in ("amin", torch.amin),
+                },
+            )
         if t in (F.layer_norm, F.group_norm, F.instance_norm, F.rms_norm):
             return self._classify_norm_function(node)
         if t is F.embedding:
@@ -649,12 +808,42 @@ class ReferenceSlicer:
         mov = self._movement_of(node)
         if mov is not None:
             fn, _ = mov
-            if fn is mv.pad and _arg(node, 2, "mode", "constant") != "constant":
-                raise self._unsupported(node, "padding that is not constant")
+            if fn is mv.pad and _arg(node, 2, "mode", "constant") not in _PAD_MODES:
+                raise self._unsupported(node, "padding mode")
+            if fn is mv.where and len(node.args) + len(node.kwargs) != 3:
+                raise self._unsupported(node, "torch.where(cond) without values")
+            if fn in (mv.masked_fill, mv.where, mv.where_method):
+                cond = _arg(node, 1, "mask") if fn is not mv.where else _arg(node, 0, "condition")
+                if self._dep(cond):
+                    raise self._unsupported(node, "a mask that depends on the input")
+            if fn in (mv.gather, mv.index_select, mv.take_along_dim):
+                index = _arg(node, 2 if fn is not mv.take_along_dim else 1, "index")
+                if self._dep(index):
+                    raise self._unsupported(node, "indices that depend on the input")
             if fn in (mv.squeeze,) and _arg(node, 1, "dim") is None:
                 raise self._unsupported(node, "squeeze without dim")
             return self._move_rule(node, fn)
         raise self._unsupported(node)
+
+    def _interp_rule(self, node, x, size, scale_factor, mode, align_corners, recompute, aa):
+        """Nearest modes: data movement; linear, bilinear, bicubic, trilinear, area: a weighted
+        sum with the operator's coefficients (docs/spec.md §8)."""
+        if aa:
+            raise self._unsupported(node, "antialias")
+        args = (x, size, scale_factor, mode, align_corners, recompute, aa)
+        if mode in ("nearest", "nearest-exact"):
+            return self._move_rule_args(node, mv.interpolate_nearest, args)
+        if mode not in ("linear", "bilinear", "bicubic", "trilinear", "area"):
+            raise self._unsupported(node, f"interpolation mode {mode!r}")
+        attrs = {
+            "op": "interp",
+            "mode": mode,
+            "size": size,
+            "scale_factor": scale_factor,
+            "align_corners": bool(align_corners),
+            "recompute": bool(recompute),
+        }
+        return Rule("wsum", [x.name], attrs=attrs)
 
     def _move_rule(self, node: fx.Node, fn: Any, pick: int | None = None, **attrs) -> Rule:
         """Data movement through the NumPy mirror ``fn`` called with the node's own args."""
@@ -689,7 +878,7 @@ class ReferenceSlicer:
             return rule
         if tup.kind == "max":
             if index != 0:
-                raise self._unsupported(node, "uses the indices of torch.max")
+                raise self._unsupported(node, "uses the indices of torch.max/min")
             return Rule(
                 "maxsel",
                 [src.args[0].name],
@@ -697,6 +886,7 @@ class ReferenceSlicer:
                     "op": "dims",
                     "dims": [_arg(src, 1, "dim")],
                     "keepdim": bool(_arg(src, 2, "keepdim", False)),
+                    "min": tup.attrs["min"],
                 },
             )
         if tup.kind == "composite":
@@ -886,6 +1076,9 @@ class ReferenceSlicer:
             var = m.running_var.detach().double().numpy()
             a = (gamma if gamma is not None else 1.0) / np.sqrt(var + m.eps)
             return Rule("scale", inputs, attrs={"op": "bn", "a": a})
+        if isinstance(m, nn.PReLU):
+            attrs = {"fn": "prelu", "weight_param": f"{node.target}.weight"}
+            return Rule("act", inputs, attrs=attrs)
         if isinstance(m, _ACT_MODULES):
             return Rule("act", inputs, attrs=_act_from_module(m))
         if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
@@ -908,6 +1101,31 @@ class ReferenceSlicer:
             return self._move_rule_args(node, mv.identity, (x,))
         if isinstance(m, _PAD_MODULES):
             return self._move_rule_args(node, mv.pad, (x, tuple(m.padding), "constant", m.value))
+        if isinstance(m, nn.Upsample):  # incl. UpsamplingNearest2d / UpsamplingBilinear2d
+            return self._interp_rule(
+                node,
+                x,
+                m.size,
+                m.scale_factor,
+                m.mode,
+                m.align_corners,
+                getattr(m, "recompute_scale_factor", None),
+                False,
+            )
+        if isinstance(m, (nn.ReflectionPad1d, nn.ReflectionPad2d)):
+            return self._move_rule_args(node, mv.pad, (x, tuple(m.padding), "reflect"))
+        if isinstance(m, (nn.ReplicationPad1d, nn.ReplicationPad2d)):
+            return self._move_rule_args(node, mv.pad, (x, tuple(m.padding), "replicate"))
+        if isinstance(m, nn.PixelShuffle):
+            return self._move_rule_args(node, mv.pixel_shuffle, (x, m.upscale_factor))
+        if isinstance(m, nn.PixelUnshuffle):
+            return self._move_rule_args(node, mv.pixel_unshuffle, (x, m.downscale_factor))
+        if isinstance(m, nn.ChannelShuffle):
+            return self._move_rule_args(node, mv.channel_shuffle, (x, m.groups))
+        if isinstance(m, nn.Unfold):
+            return self._move_rule_args(
+                node, mv.im2col, (x, m.kernel_size, m.dilation, m.padding, m.stride)
+            )
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
             return self._softmax_rule(node, x, m.dim, isinstance(m, nn.LogSoftmax))
         if isinstance(m, _NORM_MODULES):
@@ -1137,8 +1355,9 @@ class ReferenceSlicer:
         keep = [d for d in range(1, ndim) if d not in dims]
         xp = x.permute(0, *keep, *dims)
         xp = xp.reshape(*xp.shape[: 1 + len(keep)], -1)
+        select = torch.min if rule.attrs.get("min") else torch.max
         with torch.no_grad():
-            idx = torch.max(xp, dim=-1).indices.numpy()  # (B, *kept sizes)
+            idx = select(xp, dim=-1).indices.numpy()  # (B, *kept sizes)
         ps = tuple(x.shape[1:])
         red_sizes = [ps[d - 1] for d in dims]
         out = np.zeros((x.shape[0], int(np.prod(idx.shape[1:], dtype=np.int64))), dtype=np.int64)
@@ -1350,7 +1569,7 @@ class ReferenceSlicer:
             for name in shapes:
                 smp.value[name] = np.take(fwd.values[name], b, axis=self.bdim[name]).reshape(-1)
                 smp.ref[name] = ref[name].reshape(-1)
-                smp.delta[name] = smp.value[name] - smp.ref[name]
+                smp.delta[name] = _delta(smp.value[name], smp.ref[name])
             contrib_c = {
                 name: np.zeros(int(np.prod(s)), dtype=np.int64) for name, s in shapes.items()
             }
@@ -1436,7 +1655,8 @@ class ReferenceSlicer:
             return [(x, src, None, -1, c_sign * _sign(dy) * _sign(a * smp.delta[x][src]))]
         if kind == "act":
             x = rule.inputs[0]
-            fprime = int(act_derivative_sign(rule.attrs, np.asarray([smp.value[x][n]]))[0])
+            attrs = self._act_attrs(node, fwd, n)
+            fprime = int(act_derivative_sign(attrs, np.asarray([smp.value[x][n]]))[0])
             return [(x, n, None, -1, c_sign * _sign(dy) * fprime * _sign(smp.delta[x][n]))]
         if kind == "softmax":
             x = rule.inputs[0]
@@ -1455,6 +1675,21 @@ class ReferenceSlicer:
                 (None, -1, rule.params[0], int(self._embed_synapses(node, fwd, smp)[n]), c_sign)
             ]
         raise AssertionError(kind)
+
+    def _act_attrs(self, node: Node, fwd: _Forward, n: int) -> dict[str, Any]:
+        """The activation's attributes at output point n (PReLU: the slope ``a`` of the point's
+        channel, per-sample dim 0, or the one shared slope)."""
+        attrs = node.rule.attrs
+        if attrs["fn"] != "prelu":
+            return attrs
+        self._need_batch_first(node)
+        if "weight_param" in attrs:
+            w = self.params[attrs["weight_param"]].reshape(-1)
+        else:
+            w = np.asarray(_np(fwd.raw[attrs["weight_node"].name]), dtype=np.float64).reshape(-1)
+        shape = self._ps_shape(fwd, node.name)
+        channel = int(np.unravel_index(n, shape)[0]) if w.size > 1 else 0
+        return {"fn": "prelu", "a": float(w[channel])}
 
     @staticmethod
     def _product_terms(a, b, src_a, src_b, smp) -> tuple[np.ndarray, np.ndarray]:
@@ -1479,7 +1714,7 @@ class ReferenceSlicer:
         in_shapes = [self._ps_shape(fwd, i) for i in rule.inputs]
         out_shape = self._ps_shape(fwd, node.name)
         in_shape = in_shapes[0]
-        if op in ("conv", "avg", "adaptive_avg", "reduce"):
+        if op in ("conv", "avg", "adaptive_avg", "reduce", "interp"):
             self._need_batch_first(node)
         if op == "conv":
             a = rule.attrs
@@ -1533,6 +1768,19 @@ class ReferenceSlicer:
             table = window_edges(in_shape, out_shape, windows)
         elif op == "adaptive_avg":
             table = window_edges(in_shape, out_shape, adaptive_windows(in_shape[1:], out_shape[1:]))
+        elif op == "interp":
+            a = rule.attrs
+            spatial = in_shape[1:]
+            sizes, scales = mv.interp_out_sizes(spatial, a["size"], a["scale_factor"])
+            if a["recompute"]:
+                scales = [None] * len(sizes)
+            if tuple(sizes) != tuple(out_shape[1:]):
+                raise ReferenceUnsupported(f"reference: {node.name!r}: output size {out_shape}")
+            taps = [
+                interp_taps(a["mode"], n_in, n_out, a["align_corners"], sc)
+                for n_in, n_out, sc in zip(spatial, sizes, scales, strict=True)
+            ]
+            table = interp_edges(in_shape, out_shape, taps)
         elif op == "reduce":
             ndim = len(in_shape) + 1
             dims = sorted({norm_dim(d, ndim) for d in rule.attrs["dims"]})
@@ -1805,6 +2053,14 @@ class ReferenceSlicer:
             x = smp.value[rule.inputs[0]].reshape(self._ps_shape(fwd, name))
             want = softmax_np(x, self._softmax_dim(node), rule.attrs["log"]).reshape(-1)
             assert np.allclose(y, want, rtol=1e-9, atol=1e-12), name
+        elif kind == "act":
+            # the parameters the rule reads (bounds, λ, slope, exponent) give the recorded values
+            x = smp.value[rule.inputs[0]]
+            want = np.asarray(
+                [_act_forward(self._act_attrs(node, fwd, i), v) for i, v in enumerate(x)]
+            )
+            ok = np.isnan(want) | np.isclose(y, want, rtol=1e-9, atol=1e-12)
+            assert ok.all(), (name, rule.attrs)
         elif kind == "embed":
             p = self.params[rule.params[0]].reshape(-1)
             assert np.array_equal(y, p[self._embed_synapses(node, fwd, smp)]), name
@@ -1870,6 +2126,14 @@ class ReferenceSlicer:
             rv = _np(fwd.raw[rv.name]) if isinstance(rv, fx.Node) else _np(rv)
             y = instance_norm_np(x, rm, rv, w, bias, a["use_input_stats"], a["eps"])
         return y.reshape(-1)
+
+
+def _delta(value: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Δ = value − reference, 0 where the two are equal, also where both are −∞ (a score an
+    attention mask removes in every sample; docs/spec.md §8 "Δ of masked points")."""
+    with np.errstate(invalid="ignore"):
+        d = value - ref
+    return np.where(value == ref, 0.0, d)
 
 
 @dataclass
