@@ -542,8 +542,10 @@ def test_without_neurons_only_the_nodes_below_the_wanted_weights_run() -> None:
     full = slicer.slice(x, per_sample=True, synapses=["fc2.weight", "fc1.weight"])
     fast = slicer.slice(x, per_sample=True, synapses=["fc2.weight", "fc1.weight"],
                         neurons=False)
-    assert fast.neurons == {}
+    assert set(fast.neurons) == {"fc1", "acts_relu_1", "fc2"}  # at or below the weights
     for name, t in full.synapses.items():
         assert torch.equal(fast.synapses[name], t), name
+    for name, t in fast.neurons.items():
+        assert torch.equal(full.neurons[name], t), name
     with pytest.raises(InputError, match="neurons=False needs synapses"):
         slicer.slice(x, neurons=False)

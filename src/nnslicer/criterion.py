@@ -41,8 +41,9 @@ Target = None | int | Tensor | Neurons
 @dataclass(frozen=True)
 class Outputs:
     """What a slice computes: the synapses of these weights (None: every weight), and the
-    neurons' contributions (without them, nodes upstream of every wanted weight are skipped,
-    which a detector fitting on a last layer's synapses does not need)."""
+    neurons' contributions of every node (``neurons=False``: only of the nodes at or downstream
+    of a wanted weight; the nodes upstream of all of them are skipped, which a detector fitting
+    on a last layer's synapses does not need)."""
 
     synapses: frozenset[str] | None = None
     neurons: bool = True

@@ -237,8 +237,8 @@ class Slicer:
 
         ``synapses``: names of the weights whose synapses to compute (default: all). With
         ``per_sample`` this bounds memory: a per-sample buffer holds batch × weight-size counts.
-        ``neurons=False`` (with ``synapses``) returns no neuron contributions and skips every
-        node upstream of the wanted weights: the same synapses, sooner.
+        ``neurons=False`` (with ``synapses``) skips every node upstream of the wanted weights:
+        the same synapses, sooner, and neurons only of the nodes at or downstream of them.
         """
         x, target, outputs = self.check_slice_args(x, target, synapses, neurons)
         return self.executor.slice(self, x, target, reference, per_sample, outputs)

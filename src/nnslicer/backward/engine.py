@@ -94,8 +94,8 @@ def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: dict[str, 
     batch chunk of ``batch`` samples. ``seeds``: C of the criterion's node(s), in their layout.
 
     Returns point-level neuron contributions, (batch, *sample shape) when per_sample, else
-    summed over the batch (none without ``outputs.neurons``), and synapse contributions (same
-    convention).
+    summed over the batch (without ``outputs.neurons``, only of the nodes at or downstream of
+    a wanted weight, which are complete), and synapse contributions (same convention).
     """
     wanted = outputs.synapses
     state = BackwardState(graph, values, reference, policy, per_sample, batch, wanted)
@@ -109,9 +109,7 @@ def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: dict[str, 
             continue
         # every consumer is done, so C of this node is final
         c = state.contribs.pop(node.name, None)
-        if needed is not None:
-            if c is not None and node.name in needed and node.rule is not None:
-                node.rule.backward(Step(state, node, c))
+        if needed is not None and node.name not in needed:
             state.forget(node.name)
             continue
         if c is None:

@@ -372,7 +372,7 @@ class SynapseFeatures(FeatureExtractor):
 
     def _extract_chunk(self, x: Tensor, pred: Tensor, layers: list[Layer]
                        ) -> dict[str, Features]:
-        s = self.slicer.slice(x, target=pred, per_sample=True,
+        s = self.slicer.slice(x, target=pred, per_sample=True, neurons=False,
                               synapses=[layer.weight for layer in layers], **self._slice_options())
         dense = torch.cat([s.synapses[layer.weight].flatten(1) for layer in layers], 1)
         channels = torch.cat([s.channels(layer.node).flatten(1) for layer in layers], 1)
