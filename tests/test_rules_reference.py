@@ -1346,6 +1346,107 @@ def _(shape):
     )
 
 
+# --- nn.EmbeddingBag over (batch, bag) tokens: a lookup, then the bag's reduction ----------------
+
+
+def _bag_weights(s, x):
+    """Constant per-sample weights (batch, bag) from a (1, bag) buffer."""
+    return x.new_zeros(x.shape, dtype=s.c.w.dtype) + s.c.w
+
+
+for _name, _kw, _weights in [
+    ("bag_sum", {"mode": "sum"}, False),
+    ("bag_mean", {}, False),
+    ("bag_max", {"mode": "max"}, False),
+    ("bag_sum_padding_idx", {"mode": "sum", "padding_idx": 0}, False),
+    ("bag_mean_padding_idx", {"mode": "mean", "padding_idx": 1}, False),
+    ("bag_max_padding_idx", {"mode": "max", "padding_idx": 0}, False),
+    ("bag_sum_per_sample_weights", {"mode": "sum"}, True),
+]:
+    case(_name, (4,), vocab=4, synapses_only=True)(
+        lambda shape, kw=_kw, weights=_weights: _emb_net(
+            shape,
+            (lambda s, x: torch.tanh(s.bag(x, per_sample_weights=_bag_weights(s, x))))
+            if weights
+            else (lambda s, x: torch.tanh(s.bag(x))),
+            bag=nn.EmbeddingBag(4, 3, **kw),
+            c=_Consts(w=torch.tensor([[0.5, -1.0, 2.0, 0.25]])),
+        )
+    )
+
+
+# --- recurrent layers with given initial states, LSTM with proj_size -----------------------------
+
+
+class _RNNWithState(nn.Module):
+    """``rnn(x, state)``: the initial state made from the input (``init`` Linears on the mean
+    over time), a learned parameter expanded over the batch, or zeros of the batch size."""
+
+    def __init__(self, rnn: nn.RNNBase, in_f: int, state: str, n_classes: int = 3):
+        super().__init__()
+        self.rnn, self.state = rnn, state
+        k = rnn.num_layers * (2 if rnn.bidirectional else 1)
+        self.k = k
+        self.h_size = rnn.proj_size if getattr(rnn, "proj_size", 0) else rnn.hidden_size
+        self.lstm = isinstance(rnn, nn.LSTM)
+        self.init_h = nn.Linear(in_f, k * self.h_size)
+        self.init_c = nn.Linear(in_f, k * rnn.hidden_size)
+        self.h0 = nn.Parameter(torch.randn(k, 1, self.h_size))
+        self.c0 = nn.Parameter(torch.randn(k, 1, rnn.hidden_size))
+        out = self.h_size * (2 if rnn.bidirectional else 1)
+        self.fc = nn.Linear(out, n_classes)
+
+    def _states(self, x):
+        b = x.shape[0]
+        hid = self.rnn.hidden_size
+        if self.state == "input":
+            m = x.mean(1)
+            h = torch.tanh(self.init_h(m)).unflatten(1, (self.k, self.h_size)).transpose(0, 1)
+            c = self.init_c(m).unflatten(1, (self.k, hid)).transpose(0, 1)
+            return h.contiguous(), c.contiguous()
+        if self.state == "parameter":
+            return (
+                self.h0.expand(-1, b, -1).contiguous(),
+                self.c0.expand(-1, b, -1).contiguous(),
+            )
+        return x.new_zeros(self.k, b, self.h_size), x.new_zeros(self.k, b, hid)
+
+    def forward(self, x):
+        h, c = self._states(x)
+        out = self.rnn(x, (h, c) if self.lstm else h)[0]
+        return self.fc(out[:, -1])
+
+
+for _name, _shape, _rnn, _state in [
+    ("lstm_initial_state_from_input", (3, 3), lambda: nn.LSTM(3, 2, batch_first=True), "input"),
+    (
+        "lstm_initial_state_parameter_two_layers",
+        (3, 2),
+        lambda: nn.LSTM(2, 2, num_layers=2, batch_first=True),
+        "parameter",
+    ),
+    ("lstm_initial_state_zeros_given", (3, 3), lambda: nn.LSTM(3, 2, batch_first=True), "zeros"),
+    (
+        "gru_initial_state_from_input_bidirectional",
+        (3, 2),
+        lambda: nn.GRU(2, 2, bidirectional=True, batch_first=True),
+        "input",
+    ),
+    ("gru_initial_state_parameter", (3, 3), lambda: nn.GRU(3, 2, batch_first=True), "parameter"),
+    ("rnn_initial_state_from_input", (4, 2), lambda: nn.RNN(2, 3, batch_first=True), "input"),
+    ("lstm_proj_size", (3, 3), lambda: nn.LSTM(3, 3, proj_size=2, batch_first=True), "zeros"),
+    (
+        "lstm_proj_size_bidirectional_two_layers_given_states",
+        (3, 2),
+        lambda: nn.LSTM(2, 3, num_layers=2, proj_size=2, bidirectional=True, batch_first=True),
+        "input",
+    ),
+]:
+    case(_name, _shape, synapses_only=True)(
+        lambda shape, rnn=_rnn, state=_state: _RNNWithState(rnn(), shape[-1], state)
+    )
+
+
 # --- linear-mode interpolation: a weighted sum with the operator's coefficients -------------------
 
 for _name, _shape, _interp in [
@@ -1556,6 +1657,16 @@ ENGINE_GAPS: dict[str, str] = {
     "rearrangement of one parameter",
     "param_view_repeat_adds_up": "ambiguous docs, engine drops the synapses: W.repeat is not an "
     "engine view (see param_view_cat_repeats_add_up)",
+    "bag_max_padding_idx": "engine bug: its traced EmbeddingBag takes amax over every entry, "
+    "padding included, so the traced model's output differs from PyTorch's (which leaves "
+    "padding entries out of the max; docs/composite.md 'padding entries left out')",
+    "bag_sum_padding_idx": "ambiguous docs (engine reading differs): the engine sums "
+    "lookup * keep, a node with its own reference (the mean of masked lookups), so its terms are "
+    "Δ(masked) instead of the lookup's Δ; the reference sums the non-padding lookup points "
+    "('an embedding lookup, then the bag's sum ... (padding entries left out)')",
+    "bag_mean_padding_idx": "ambiguous docs (engine reading differs): as bag_sum_padding_idx, "
+    "and the division by the per-sample count is a scale node whose sign uses the mean's own Δy; "
+    "the reference uses the mean rule ('the divisor is one positive factor per point')",
 }
 
 
@@ -1602,6 +1713,33 @@ def test_unlabeled_profile_matches_reference(name: str) -> None:
         model, batches, x, {"top1": None, "int": 1}, references=references
     )
     assert not problems, "\n".join(problems[:12])
+
+
+class _BagWithOffsets(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(5, 3)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        offsets = torch.arange(0, x.numel(), x.shape[1])
+        return self.fc(self.bag(x.reshape(-1), offsets))
+
+
+def test_embedding_bag_with_offsets_is_refused() -> None:
+    """docs/spec.md §8: bags given by offsets are refused (by the engine, and the reference
+    has no rule for them either)."""
+    model = _BagWithOffsets().double().eval()
+    x = torch.randint(0, 5, (3, 4), generator=torch.Generator().manual_seed(0))
+    assert model(x).shape == (3, 2)
+    with pytest.raises(ReferenceUnsupported):
+        ReferenceSlicer(model)
+    nnslicer = _engine()
+    with pytest.raises(Exception, match="offsets") as info:
+        eng = nnslicer.Slicer(model)
+        eng.profile([x])
+        eng.slice(x)
+    assert not isinstance(info.value, AssertionError), info.value
 
 
 # --- θ-selection on hand-computed numbers (reference alone, then engine) --------------------------

@@ -30,12 +30,13 @@ are left out (their terms would be 0, never kept, and they add nothing to any T)
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch.nn as nn
 
 from .rules import (
     Expansion,
-    ReferenceUnsupported,
     Rule,
     addsub_edges,
     identity_pairs,
@@ -72,14 +73,19 @@ def rnn_expansion(
     input_name: str,
     in_full_shape: tuple[int, ...],
     params: dict[str, np.ndarray],
+    h0: tuple[str, Any] | None = None,
+    c0: tuple[str, Any] | None = None,
 ) -> Expansion:
+    """``h0`` / ``c0``: the given initial states, ``("node", name)`` for an input-dependent
+    tensor (per sample ``(layers·dirs, size)``, batch in dim 1) or ``("const", array)`` for a
+    constant (its per-sample value); None: zeros (left out, see the module docstring)."""
     mode = rnn_mode(m)
-    if getattr(m, "proj_size", 0):
-        raise ReferenceUnsupported(f"reference: {name!r}: LSTM with proj_size not supported")
     bf = m.batch_first
     seq_len = in_full_shape[1] if bf else in_full_shape[0]
     n_feat = in_full_shape[-1]
     hid = m.hidden_size
+    proj = getattr(m, "proj_size", 0)
+    out = proj if proj else hid  # the size of h_t
     dirs = 2 if m.bidirectional else 1
     n_layers = m.num_layers
     gates = _GATES[mode]
@@ -111,14 +117,14 @@ def rnn_expansion(
             m = ([input_name], np.zeros(n_feat, dtype=np.int64), t * n_feat + np.arange(n_feat))
         else:
             slots = [h_of[(layer - 1, dd, t)] for dd in range(dirs)]
-            m = (slots, np.repeat(np.arange(dirs), hid), np.tile(np.arange(hid), dirs))
+            m = (slots, np.repeat(np.arange(dirs), out), np.tile(np.arange(out), dirs))
         nodes.append((name_x, Rule("move", list(m[0]), attrs={"op": "map", "map": m})))
         x_of[(layer, t)] = name_x
         return name_x
 
     def x_slots(layer: int, t: int) -> list[tuple[str, list[int]]]:
         """(node, flat source of each feature) of the layer's input x_t, in feature order."""
-        n_in = n_feat if layer == 0 else dirs * hid
+        n_in = n_feat if layer == 0 else dirs * out
         return [(x_input(layer, t), list(range(n_in)))]
 
     def gate_sum(layer, d, t, gi, prev, with_x=True, with_h=True) -> Rule:
@@ -147,9 +153,9 @@ def rnn_expansion(
                         j += 1
                     s += 1
             if with_h and prev is not None:
-                for j in range(hid):
+                for j in range(out):
                     slot.append(s), src.append(j)
-                    widx.append(row * hid + j), coef.append(whh[row, j])
+                    widx.append(row * out + j), coef.append(whh[row, j])
             table.append(make_wsum(slot, src, widx, coef))
         return Rule("wsum", inputs, pnames, attrs={"op": "table", "table": table})
 
@@ -169,32 +175,64 @@ def rnn_expansion(
     def scale(x: str, a) -> Rule:
         return Rule("scale", [x], attrs={"op": "const", "a": np.broadcast_to(a, (hid,)).copy()})
 
+    def projection(x: str, layer: int, d: int) -> Rule:
+        """proj_size: ``h_t = W_hr (o ⊙ tanh(c_t))``, a weighted sum (synapses weight_hr)."""
+        w = params[pname("weight_hr", layer, d)]
+        wmap = np.arange(w.size).reshape(w.shape)
+        table = [make_wsum(0, np.arange(hid), wmap[o], w[o]) for o in range(proj)]
+        return Rule(
+            "wsum", [x], [pname("weight_hr", layer, d)], attrs={"op": "table", "table": table}
+        )
+
+    def initial(state, size: int, layer: int, d: int, part: str):
+        """(node, constant) of a given initial state of (layer, dir): a movement node reading
+        the state tensor's row layer·dirs + d (the literal ``h0[k]``), or its constant value."""
+        if state is None:
+            return None, None
+        k = layer * dirs + d
+        if state[0] == "const":
+            return None, np.asarray(state[1], dtype=np.float64)[k]
+        name_s = f"{name}.l{layer}{'_reverse' if d else ''}.{part}"
+        mp = ([state[1]], np.zeros(size, dtype=np.int64), k * size + np.arange(size))
+        nodes.append((name_s, Rule("move", [state[1]], attrs={"op": "map", "map": mp})))
+        return name_s, None
+
     for layer in range(n_layers):
         for d in range(dirs):
             times = range(seq_len) if d == 0 else range(seq_len - 1, -1, -1)
-            prev = prev_c = None
+            prev, prev_k = initial(h0, out, layer, d, "h0")
+            prev_c, prev_ck = initial(c0, hid, layer, d, "c0") if mode == "LSTM" else (None, None)
             for t in times:
                 n = {part: node(layer, d, t, part) for part in _PARTS}
                 if mode == "LSTM":
                     for gi, (g, fn) in enumerate(gates):
                         nodes.append((n[f"pre_{g}"], gate_sum(layer, d, t, gi, prev)))
                         nodes.append((n[g], act(n[f"pre_{g}"], fn)))
-                    if prev_c is None:
+                    if prev_c is None and prev_ck is None:
                         nodes.append((n["c"], product(n["i"], n["g"])))
                     else:
-                        nodes.append((n["fc"], product(n["f"], prev_c)))
+                        fc = product(n["f"], prev_c) if prev_c else scale(n["f"], prev_ck)
+                        nodes.append((n["fc"], fc))
                         nodes.append((n["ig"], product(n["i"], n["g"])))
                         nodes.append((n["c"], add(n["fc"], n["ig"])))
                     nodes.append((n["tanh_c"], act(n["c"], "tanh")))
-                    nodes.append((n["h"], product(n["o"], n["tanh_c"])))
+                    if proj:
+                        nodes.append((n["h_raw"], product(n["o"], n["tanh_c"])))
+                        nodes.append((n["h"], projection(n["h_raw"], layer, d)))
+                    else:
+                        nodes.append((n["h"], product(n["o"], n["tanh_c"])))
                     prev_c = c_of[(layer, d, t)] = n["c"]
+                    prev_ck = None
                 elif mode == "GRU":
                     for gi, g in ((0, "r"), (1, "z")):
                         nodes.append((n[f"pre_{g}"], gate_sum(layer, d, t, gi, prev)))
                         nodes.append((n[g], act(n[f"pre_{g}"], "sigmoid")))
                     nodes.append((n["xn"], gate_sum(layer, d, t, 2, prev, with_h=False)))
-                    if prev is None:
+                    if prev is None:  # r ⊙ (W_hn h + b_hn) with a constant h: a scale of r
                         b_hn = bias("bias_hh", layer, d)[2 * hid : 3 * hid]
+                        if prev_k is not None:
+                            w_hn = params[pname("weight_hh", layer, d)][2 * hid : 3 * hid]
+                            b_hn = b_hn + w_hn @ prev_k
                         nodes.append((n["rhn"], scale(n["r"], b_hn)))
                     else:
                         nodes.append((n["hn"], gate_sum(layer, d, t, 2, prev, with_x=False)))
@@ -202,16 +240,18 @@ def rnn_expansion(
                     nodes.append((n["pre_n"], add(n["xn"], n["rhn"])))
                     nodes.append((n["n"], act(n["pre_n"], "tanh")))
                     nodes.append((n["one_minus_z"], scale(n["z"], -1.0)))
-                    if prev is None:
+                    if prev is None and prev_k is None:
                         nodes.append((n["h"], product(n["one_minus_z"], n["n"])))
                     else:
                         nodes.append((n["one_minus_z_n"], product(n["one_minus_z"], n["n"])))
-                        nodes.append((n["z_h"], product(n["z"], prev)))
+                        z_h = product(n["z"], prev) if prev else scale(n["z"], prev_k)
+                        nodes.append((n["z_h"], z_h))
                         nodes.append((n["h"], add(n["one_minus_z_n"], n["z_h"])))
                 else:
                     nodes.append((n["pre"], gate_sum(layer, d, t, 0, prev)))
                     nodes.append((n["h"], act(n["pre"], gates[0][1])))
                 prev = h_of[(layer, d, t)] = n["h"]
+                prev_k = None
 
     # --- the layer's outputs as data movement from the internal h (and c) nodes ---------------
     outputs: dict[tuple[int, ...], tuple[list[str], np.ndarray, np.ndarray]] = {}
@@ -219,35 +259,48 @@ def rnn_expansion(
     slots = [h_of[(last, d, t)] for t in range(seq_len) for d in range(dirs)]
     slot_of = {s: i for i, s in enumerate(slots)}
     out_slot, out_flat = [], []
-    for t in range(seq_len):  # per-sample output (T, dirs·H)
+    for t in range(seq_len):  # per-sample output (T, dirs·size of h)
         for d in range(dirs):
-            for k in range(hid):
+            for k in range(out):
                 out_slot.append(slot_of[h_of[(last, d, t)]]), out_flat.append(k)
     outputs[(0,)] = (slots, np.asarray(out_slot), np.asarray(out_flat))
 
-    def final_state(table: dict[tuple[int, int, int], str]):
+    def final_state(table: dict[tuple[int, int, int], str], size: int):
         names = [
             table[(layer, d, seq_len - 1 if d == 0 else 0)]
             for layer in range(n_layers)
             for d in range(dirs)
-        ]  # per-sample (layers·dirs, H)
+        ]  # per-sample (layers·dirs, size)
         return (
             names,
-            np.repeat(np.arange(len(names)), hid),
-            np.tile(np.arange(hid), len(names)),
+            np.repeat(np.arange(len(names)), size),
+            np.tile(np.arange(size), len(names)),
         )
 
     if mode == "LSTM":
-        outputs[(1, 0)] = final_state(h_of)
-        outputs[(1, 1)] = final_state(c_of)
+        outputs[(1, 0)] = final_state(h_of, out)
+        outputs[(1, 1)] = final_state(c_of, hid)
     else:
-        outputs[(1,)] = final_state(h_of)
+        outputs[(1,)] = final_state(h_of, out)
+
+    def state_value(state, values: list[np.ndarray], batch: int) -> np.ndarray | None:
+        """(B, layers·dirs, size) of a given state, None for zeros."""
+        if state is None:
+            return None
+        if state[0] == "const":
+            v = np.asarray(state[1], dtype=np.float64)
+            return np.broadcast_to(v, (batch, *v.shape))
+        return np.moveaxis(np.asarray(values[state_index[state[1]]], dtype=np.float64), 1, 0)
+
+    given = [st for st in (h0, c0) if st is not None and st[0] == "node"]
+    state_index = {st[1]: i + 1 for i, st in enumerate(given)}  # compute's inputs: x, h0, c0
 
     def compute(inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        (x,) = inputs
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(inputs[0], dtype=np.float64)
         if not bf:
             x = np.moveaxis(x, 1, 0)  # (B, T, F)
+        batch = x.shape[0]
+        h0v, c0v = state_value(h0, inputs, batch), state_value(c0, inputs, batch)
         vals: dict[str, np.ndarray] = {}
         layer_in = [x[:, t] for t in range(seq_len)]
         for layer in range(n_layers):
@@ -262,7 +315,13 @@ def rnn_expansion(
                 )
                 bih, bhh = bias("bias_ih", layer, d), bias("bias_hh", layer, d)
                 times = range(seq_len) if d == 0 else range(seq_len - 1, -1, -1)
-                h = c = None
+                k = layer * dirs + d
+                h = None if h0v is None else h0v[:, k]
+                c = None if c0v is None else c0v[:, k]
+                tag = "_reverse" if d else ""
+                for key, v in ((f"{name}.l{layer}{tag}.h0", h), (f"{name}.l{layer}{tag}.c0", c)):
+                    if v is not None:
+                        vals[key] = v
                 for t in times:
                     n = {part: node(layer, d, t, part) for part in _PARTS}
                     xt = layer_in[t]
@@ -286,7 +345,11 @@ def rnn_expansion(
                             vals[n["ig"]] = ig
                             c = vals[n["c"]] = vals[n["fc"]] + ig
                         vals[n["tanh_c"]] = np.tanh(c)
-                        h = vals[n["h"]] = vals[n["o"]] * vals[n["tanh_c"]]
+                        h = vals[n["o"]] * vals[n["tanh_c"]]
+                        if proj:
+                            vals[n["h_raw"]] = h
+                            h = h @ params[pname("weight_hr", layer, d)].T
+                        vals[n["h"]] = h
                     elif mode == "GRU":
                         for gi, g in ((0, "r"), (1, "z")):
                             pre = block(xs, gi) + block(hs, gi)
@@ -321,5 +384,5 @@ def rnn_expansion(
 _PARTS = (
     "pre_i", "i", "pre_f", "f", "pre_g", "g", "pre_o", "o", "fc", "ig", "c", "tanh_c", "h",
     "pre_r", "r", "pre_z", "z", "xn", "hn", "rhn", "pre_n", "n", "one_minus_z",
-    "one_minus_z_n", "z_h", "pre",
+    "one_minus_z_n", "z_h", "pre", "h_raw",
 )  # fmt: skip

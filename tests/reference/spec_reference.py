@@ -112,6 +112,7 @@ import torch.nn.functional as F
 
 from . import movement as mv
 from .attention import mha_expansion, sdpa_expansion
+from .bags import bag_edges, bag_forward, bag_max_sources, embedding_bag_expansion
 from .recurrent import rnn_expansion
 from .rules import (
     Expansion,
@@ -1047,6 +1048,8 @@ class ReferenceSlicer:
 
     def _classify_module(self, node: fx.Node, m: nn.Module) -> Rule:
         x = node.args[0] if node.args else None
+        if isinstance(m, nn.EmbeddingBag):
+            return self._classify_embedding_bag(node, m, x)
         if len(node.args) != 1 or node.kwargs or not isinstance(x, fx.Node):
             raise self._unsupported(node)
         self._check_tensor_node(node, x)
@@ -1135,6 +1138,16 @@ class ReferenceSlicer:
                 raise self._unsupported(node, "max_norm")
             return Rule("embed", inputs, [f"{node.target}.weight"], attrs={})
         raise self._unsupported(node)
+
+    def _classify_embedding_bag(self, node: fx.Node, m: nn.EmbeddingBag, x: Any) -> Rule:
+        offsets = _arg(node, 1, "offsets")
+        weights = _arg(node, 2, "per_sample_weights")
+        if offsets is not None:
+            raise self._unsupported(node, "EmbeddingBag with offsets")
+        if not isinstance(x, fx.Node) or self._dep(weights):
+            raise self._unsupported(node, "per_sample_weights must be constant")
+        self.composites[node.name] = ("bag", [x.name], weights)
+        return Rule("wsum", [], attrs={"op": "bag"})  # replaced by the expansion's final rule
 
     def _move_rule_args(self, node: fx.Node, fn: Any, args: tuple) -> Rule:
         return Rule(
@@ -1231,6 +1244,14 @@ class ReferenceSlicer:
                     rule.params = [None] * len(rule.inputs)
 
     def _build_expansion(self, n: fx.Node, raw: dict[str, Any]) -> Expansion:
+        self._raw_const = raw
+        if n.name in self.composites and self.composites[n.name][0] == "bag":
+            _, (tokens,), weights = self.composites[n.name]
+            if self.bdim.get(tokens) != 0:
+                raise self._unsupported(n, "the bags' batch dim must be first")
+            m = self.modules[n.target]
+            shape = self._ps_shape_of(raw[tokens], tokens)
+            return embedding_bag_expansion(str(n.target), m, tokens, shape, weights, self.params)
         if n.name in self.composites:
             _, names, scale = self.composites[n.name]
             shapes = [self._ps_shape_of(raw[a], a) for a in names]
@@ -1255,12 +1276,42 @@ class ReferenceSlicer:
                 raise self._unsupported(n, "batch dim does not match batch_first")
             shapes = [tuple(raw[a].shape) for a in names]
             return mha_expansion(str(n.target), m, names, shapes, self.params)
-        if len(args) != 1 or n.kwargs:
-            raise self._unsupported(n, "initial states are not supported")
         x = args[0]
         if self.bdim.get(x.name) != (0 if m.batch_first else 1):
             raise self._unsupported(n, "batch dim does not match batch_first")
-        return rnn_expansion(str(n.target), m, x.name, tuple(raw[x.name].shape), self.params)
+        h0, c0 = (self._rnn_state(n, s) for s in self._rnn_states(n, m))
+        return rnn_expansion(
+            str(n.target), m, x.name, tuple(raw[x.name].shape), self.params, h0, c0
+        )
+
+    def _rnn_states(self, n: fx.Node, m: nn.Module) -> tuple[Any, Any]:
+        """The given (h0, c0) of a recurrent call (None where not given)."""
+        if set(n.kwargs) - {"hx"} or len(n.args) > 2:
+            raise self._unsupported(n, "recurrent layer arguments")
+        hx = n.args[1] if len(n.args) > 1 else n.kwargs.get("hx")
+        if hx is None:
+            return None, None
+        if isinstance(m, nn.LSTM):
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise self._unsupported(n, "LSTM initial state must be (h0, c0)")
+            return hx[0], hx[1]
+        return hx, None
+
+    def _rnn_state(self, n: fx.Node, state: Any) -> tuple[str, Any] | None:
+        """("node", name) for an input-dependent initial state (batch in dim 1), ("const",
+        its per-sample value) for a constant one (equal in every sample)."""
+        if state is None:
+            return None
+        if not isinstance(state, fx.Node):
+            raise self._unsupported(n, "initial state is not a tensor node")
+        if self._dep(state):
+            if self.bdim.get(state.name) != 1:
+                raise self._unsupported(n, "initial state without its batch in dim 1")
+            return ("node", state.name)
+        v = self._raw_const[state.name].detach().to(torch.float64).numpy()
+        if v.ndim != 3 or not (v == v[:, :1]).all():
+            raise self._unsupported(n, "a constant initial state must be equal in every sample")
+        return ("const", v[:, 0])
 
     def _ps_shape_of(self, v: torch.Tensor, name: str) -> tuple[int, ...]:
         d = self.bdim[name]
@@ -1313,7 +1364,8 @@ class ReferenceSlicer:
             k = args[1] if len(args) > 1 else n.kwargs.get("key")
             v = args[2] if len(args) > 2 else n.kwargs.get("value")
             return [args[0].name, k.name, v.name]
-        return [n.args[0].name]
+        h0, c0 = (self._rnn_state(n, st) for st in self._rnn_states(n, m))
+        return [n.args[0].name] + [st[1] for st in (h0, c0) if st is not None and st[0] == "node"]
 
     def forward_values(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every point node's value (full batch, float64)."""
@@ -1346,6 +1398,15 @@ class ReferenceSlicer:
         if self.bdim[src] != 0 or self.bdim[node.name] != 0:
             raise ReferenceUnsupported(f"reference: {node.name!r}: batch dim must be first")
         x = torch.from_numpy(fwd.values[src])
+        if rule.attrs["op"] == "bag":
+            a = rule.attrs
+            tokens = fwd.values[a["tokens"]].astype(np.int64)
+            return np.stack(
+                [
+                    bag_max_sources(fwd.values[src][b], tokens[b], a["padding_idx"])
+                    for b in range(len(tokens))
+                ]
+            )
         if rule.attrs["op"] == "pool":
             return self._maxpool_sources(rule.attrs["module"], x)
         ndim = x.dim()
@@ -1614,7 +1675,7 @@ class ReferenceSlicer:
         rule, name = node.rule, node.name
         kind = rule.kind
         if kind == "wsum":
-            e = self._wsum_table(node, fwd)[n]
+            e = self._wsum_edges(node, fwd, smp)[n]
             dx = np.asarray(
                 [smp.delta[rule.inputs[s]][i] for s, i in zip(e.slot, e.src, strict=True)]
             )
@@ -1664,6 +1725,8 @@ class ReferenceSlicer:
         if kind == "maxsel":
             x = rule.inputs[0]
             src = int(fwd.maxsel[name][smp.b][n])
+            if src < 0:  # an EmbeddingBag bag of padding entries only: a constant 0
+                return []
             return [(x, src, None, -1, c_sign * _sign(dy) * _sign(smp.delta[x][src]))]
         if kind == "move":
             slots, slot, flat = self._move_map(node, fwd)
@@ -1702,6 +1765,28 @@ class ReferenceSlicer:
 
     def _key(self, node: Node, fwd: _Forward) -> tuple:
         return tuple(fwd.shape(i) for i in node.rule.inputs) + (fwd.shape(node.name),)
+
+    def _bag_weights(self, rule: Rule, fwd: _Forward, b: int) -> np.ndarray | None:
+        w = rule.attrs["weights"]
+        if w is None:
+            return None
+        full = np.asarray(_np(fwd.raw[w.name]), dtype=np.float64)
+        return full[b].reshape(-1)
+
+    def _wsum_edges(self, node: Node, fwd: _Forward, smp: _Sample):
+        """The weighted-sum edges of every output point; an EmbeddingBag's depend on the
+        sample's tokens (padding entries left out)."""
+        rule = node.rule
+        if rule.attrs["op"] != "bag":
+            return self._wsum_table(node, fwd)
+        key = ("bag", id(fwd), smp.b)
+        if key not in rule.cache:
+            rule.cache.clear()
+            a = rule.attrs
+            tokens = smp.value[a["tokens"]].astype(np.int64)
+            weights = self._bag_weights(rule, fwd, smp.b)
+            rule.cache[key] = bag_edges(tokens, weights, a["mode"], a["padding_idx"], a["dim"])
+        return rule.cache[key]
 
     def _wsum_table(self, node: Node, fwd: _Forward):
         rule = node.rule
@@ -2015,8 +2100,17 @@ class ReferenceSlicer:
         rule, name = node.rule, node.name
         y, dy = smp.value[name], smp.delta[name]
         kind = rule.kind
+        if rule.attrs.get("op") == "bag":
+            a = rule.attrs
+            lookup = smp.value[rule.inputs[0]].reshape(-1, a["dim"])
+            tokens = smp.value[a["tokens"]].astype(np.int64)
+            w = self._bag_weights(rule, fwd, smp.b)
+            want = bag_forward(lookup, tokens, w, a["mode"], a["padding_idx"])
+            assert np.allclose(y, want, rtol=1e-9, atol=1e-12), (name, y, want)
+            if a["padding_idx"] is not None:
+                return  # which entries are summed differs per sample: Σ t is not Δy
         if kind == "wsum":
-            for n, e in enumerate(self._wsum_table(node, fwd)):
+            for n, e in enumerate(self._wsum_edges(node, fwd, smp)):
                 dx = np.asarray(
                     [smp.delta[rule.inputs[s]][i] for s, i in zip(e.slot, e.src, strict=True)]
                 )
@@ -2039,7 +2133,7 @@ class ReferenceSlicer:
         elif kind == "maxsel":
             x = smp.value[rule.inputs[0]]
             src = fwd.maxsel[name][smp.b]
-            assert np.array_equal(y, x[src]), name
+            assert np.array_equal(y, np.where(src >= 0, x[src], 0.0)), name
         elif kind == "move":
             self._check_move(node, fwd, smp)
         elif kind == "scale":
