@@ -90,7 +90,7 @@ def test_help_imports_no_application_nor_plotting() -> None:
     code = ("import sys\nfrom nnslicer.cli.main import main\nsys.argv = ['nnslicer', '--help']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "heavy = ('nnslicer.apps', 'nnslicer.cli.prune', 'nnslicer.cli.detect', "
-            "'nnslicer.viz', 'matplotlib', 'sklearn', 'rich')\n"
+            "'nnslicer.viz', 'matplotlib', 'sklearn')\n"
             "print([m for m in sys.modules if m.startswith(heavy)])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

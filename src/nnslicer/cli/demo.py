@@ -250,4 +250,5 @@ def _print_overlap(a: Slice, b: Slice) -> None:
         shared = int((in_a & in_b).sum())
         frac = shared / union if union else 0.0
         console.print(f"  {name}: {int(in_a.sum())} and {int(in_b.sum())} synapses, "
-                      f"{shared} shared ({frac:.0%} of their union)", highlight=False)
+                      f"{shared} shared ({frac:.0%} of their union)", highlight=False,
+                      soft_wrap=True)
