@@ -1447,6 +1447,126 @@ for _name, _shape, _rnn, _state in [
     )
 
 
+# --- attention with masks, bias_kv, zero_attn; SDPA options; TransformerEncoderLayer -------------
+
+
+def _attn_consts(length: int) -> _Consts:
+    g = torch.Generator().manual_seed(11)
+    causal = torch.ones(length, length, dtype=torch.bool).triu(1)  # True above the diagonal
+    return _Consts(
+        causal=causal,
+        float_mask=0.7 * torch.randn(length, length, generator=g),
+        inf_mask=nn.Transformer.generate_square_subsequent_mask(length),
+        kpm=torch.tensor([[False, True, False]]),  # (1, S): key 1 is padding in every sample
+        allow=torch.tensor([[True, False, True], [True, True, False], [False, True, True]]),
+    )
+
+
+class _MaskedMHA(nn.Module):
+    """Tokens -> Linear -> MultiheadAttention(h, h, h, masks) -> + h, with constant masks."""
+
+    def __init__(self, length, batch_first=True, attn_mask=None, padding=False, **mha):
+        super().__init__()
+        self.batch_first, self.attn_mask, self.padding = batch_first, attn_mask, padding
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=batch_first, **mha)
+        self.c = _attn_consts(length)
+
+    def forward(self, h):
+        mask = None if self.attn_mask is None else getattr(self.c, self.attn_mask)
+        kpm = None
+        if self.padding:
+            kpm = torch.logical_or(h.new_zeros(h.shape[0], 3, dtype=torch.bool), self.c.kpm)
+        x = h if self.batch_first else h.transpose(0, 1)
+        out = self.attn(x, x, x, key_padding_mask=kpm, attn_mask=mask, need_weights=False)[0]
+        return h + (out if self.batch_first else out.transpose(0, 1))
+
+
+for _name, _kw in [
+    ("mha_bool_attn_mask_true_forbids", {"attn_mask": "causal"}),
+    ("mha_float_attn_mask", {"attn_mask": "float_mask"}),
+    ("mha_float_causal_mask_with_inf_seq_first", {"attn_mask": "inf_mask", "batch_first": False}),
+    ("mha_key_padding_mask", {"padding": True}),
+    ("mha_add_bias_kv", {"add_bias_kv": True}),
+    ("mha_add_zero_attn_key_padding", {"add_zero_attn": True, "padding": True}),
+    (
+        "mha_bias_kv_zero_attn_attn_mask_seq_first",
+        {"add_bias_kv": True, "add_zero_attn": True, "attn_mask": "causal", "batch_first": False},
+    ),
+]:
+    case(_name, (3, 5), synapses_only=True)(
+        lambda shape, kw=_kw: _tokens_then(
+            shape, lambda s, y: flat(s.mha(y)), mha=_MaskedMHA(shape[0], **kw)
+        )
+    )
+
+
+def _sdpa_body(mask: str | None = None, kv_heads: int = 2, **kw):
+    def body(s, x):
+        b, t, _ = x.shape
+        q = s.q(x).view(b, t, 2, 2).transpose(1, 2)
+        k, v = (m(x).view(b, t, kv_heads, 2).transpose(1, 2) for m in (s.k, s.v))
+        m = None if mask is None else getattr(s.c, mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=m, **kw)
+        return flat(out.transpose(1, 2).reshape(b, t, 4))
+
+    return body
+
+
+for _name, _kw in [
+    ("sdpa_bool_mask_true_allows", {"mask": "allow"}),
+    ("sdpa_float_mask", {"mask": "float_mask"}),
+    ("sdpa_is_causal", {"is_causal": True}),
+    ("sdpa_is_causal_scale", {"is_causal": True, "scale": 0.8}),
+    ("sdpa_enable_gqa", {"kv_heads": 1, "enable_gqa": True}),
+]:
+    case(_name, (3, 4), synapses_only=True)(
+        lambda shape, kw=_kw: Net(
+            _sdpa_body(**kw),
+            shape,
+            q=nn.Linear(4, 4),
+            k=nn.Linear(4, 2 * kw.get("kv_heads", 2)),
+            v=nn.Linear(4, 2 * kw.get("kv_heads", 2)),
+            c=_attn_consts(shape[0]),
+        )
+    )
+
+
+class _Encoder(nn.Module):
+    def __init__(self, length: int, batch_first: bool, mask: str | None, **kw):
+        super().__init__()
+        self.batch_first, self.mask = batch_first, mask
+        self.layer = nn.TransformerEncoderLayer(
+            4, 2, dim_feedforward=6, dropout=0.1, batch_first=batch_first, **kw
+        )
+        self.c = _attn_consts(length)
+
+    def forward(self, h):
+        x = h if self.batch_first else h.transpose(0, 1)
+        if self.mask == "padding":
+            kpm = torch.logical_or(h.new_zeros(h.shape[0], 3, dtype=torch.bool), self.c.kpm)
+            out = self.layer(x, src_key_padding_mask=kpm)
+        elif self.mask is not None:
+            out = self.layer(x, src_mask=getattr(self.c, self.mask))
+        else:
+            out = self.layer(x)
+        return out if self.batch_first else out.transpose(0, 1)
+
+
+for _name, _kw in [
+    ("encoder_layer_post_norm", {"batch_first": True, "mask": None}),
+    ("encoder_layer_norm_first_gelu", {"batch_first": True, "mask": None, "norm_first": True,
+                                       "activation": "gelu"}),
+    ("encoder_layer_seq_first_src_mask", {"batch_first": False, "mask": "inf_mask"}),
+    ("encoder_layer_norm_first_key_padding", {"batch_first": True, "mask": "padding",
+                                              "norm_first": True}),
+]:  # fmt: skip
+    case(_name, (3, 5), synapses_only=True)(
+        lambda shape, kw=_kw: _tokens_then(
+            shape, lambda s, y: flat(s.enc(y)), enc=_Encoder(shape[0], **kw)
+        )
+    )
+
+
 # --- linear-mode interpolation: a weighted sum with the operator's coefficients -------------------
 
 for _name, _shape, _interp in [

@@ -454,7 +454,9 @@ class Expansion:
         per-sample output, the slot and the flat source point;
     final: the rule of the fx node itself when the layer is a function returning a tensor
         (scaled_dot_product_attention), None when it returns a tuple;
-    key: the per-sample input shapes it was built for (set by the slicer); others are an error.
+    key: the per-sample input shapes it was built for (set by the slicer); others are an error;
+    consts: constant nodes (attention masks) whose full-batch values ``compute`` receives after
+        the inputs' (as recorded, torch tensors).
     """
 
     nodes: list[tuple[str, Rule]]
@@ -462,6 +464,7 @@ class Expansion:
     outputs: dict[tuple[int, ...], tuple[list[str], np.ndarray, np.ndarray]]
     final: Rule | None
     key: Any
+    consts: list[str] = field(default_factory=list)  # constant nodes compute also reads
 
 
 def identity_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -111,7 +111,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import movement as mv
-from .attention import mha_expansion, sdpa_expansion
+from .attention import encoder_layer_expansion, mha_expansion, sdpa_expansion
 from .bags import bag_edges, bag_forward, bag_max_sources, embedding_bag_expansion
 from .recurrent import rnn_expansion
 from .rules import (
@@ -1017,14 +1017,18 @@ class ReferenceSlicer:
         q, k, v = (_arg(node, i, n) for i, n in enumerate(("query", "key", "value")))
         for a in (q, k, v):
             self._check_tensor_node(node, a)
-        if (
-            _arg(node, 3, "attn_mask") is not None
-            or _arg(node, 4, "dropout_p", 0.0) != 0.0
-            or _arg(node, 5, "is_causal", False)
-            or node.kwargs.get("enable_gqa", False)
-        ):
-            raise self._unsupported(node, "attention mask, dropout, causal or GQA")
-        self.composites[node.name] = ("sdpa", [q.name, k.name, v.name], node.kwargs.get("scale"))
+        mask = _arg(node, 3, "attn_mask")
+        if _arg(node, 4, "dropout_p", 0.0) != 0.0:
+            raise self._unsupported(node, "attention dropout")
+        if mask is not None and (not isinstance(mask, fx.Node) or self._dep(mask)):
+            raise self._unsupported(node, "an attention mask that depends on the input")
+        options = {
+            "scale": _arg(node, 6, "scale"),
+            "attn_mask": None if mask is None else mask.name,
+            "is_causal": bool(_arg(node, 5, "is_causal", False)),
+            "enable_gqa": bool(_arg(node, 7, "enable_gqa", False)),
+        }
+        self.composites[node.name] = ("sdpa", [q.name, k.name, v.name], options)
         return Rule("matmul", [], attrs={"op": "sdpa"})  # replaced by the expansion's final rule
 
     def _softmax_rule(self, node: fx.Node, x: Any, dim: Any, log: bool) -> Rule:
@@ -1050,6 +1054,8 @@ class ReferenceSlicer:
         x = node.args[0] if node.args else None
         if isinstance(m, nn.EmbeddingBag):
             return self._classify_embedding_bag(node, m, x)
+        if isinstance(m, nn.TransformerEncoderLayer):
+            return self._classify_encoder_layer(node, m, x)
         if len(node.args) != 1 or node.kwargs or not isinstance(x, fx.Node):
             raise self._unsupported(node)
         self._check_tensor_node(node, x)
@@ -1138,6 +1144,19 @@ class ReferenceSlicer:
                 raise self._unsupported(node, "max_norm")
             return Rule("embed", inputs, [f"{node.target}.weight"], attrs={})
         raise self._unsupported(node)
+
+    def _classify_encoder_layer(self, node: fx.Node, m: nn.Module, x: Any) -> Rule:
+        if m.training:
+            raise self._unsupported(node, "TransformerEncoderLayer in training mode")
+        self._check_tensor_node(node, x)
+        masks = []
+        for i, key in ((1, "src_mask"), (2, "src_key_padding_mask")):
+            mask = _arg(node, i, key)
+            if mask is not None and (not isinstance(mask, fx.Node) or self._dep(mask)):
+                raise self._unsupported(node, f"{key} must be a constant tensor")
+            masks.append(None if mask is None else mask.name)
+        self.composites[node.name] = ("encoder", [x.name], masks)
+        return Rule("norm", [], attrs={"op": "encoder"})  # replaced by the expansion's final
 
     def _classify_embedding_bag(self, node: fx.Node, m: nn.EmbeddingBag, x: Any) -> Rule:
         offsets = _arg(node, 1, "offsets")
@@ -1252,30 +1271,34 @@ class ReferenceSlicer:
             m = self.modules[n.target]
             shape = self._ps_shape_of(raw[tokens], tokens)
             return embedding_bag_expansion(str(n.target), m, tokens, shape, weights, self.params)
+        if n.name in self.composites and self.composites[n.name][0] == "encoder":
+            _, (x,), masks = self.composites[n.name]
+            m = self.modules[n.target]
+            if self.bdim.get(x) != (0 if m.self_attn.batch_first else 1):
+                raise self._unsupported(n, "batch dim does not match batch_first")
+            return encoder_layer_expansion(
+                str(n.target), m, x, tuple(raw[x].shape), self.params, *masks
+            )
         if n.name in self.composites:
-            _, names, scale = self.composites[n.name]
+            _, names, options = self.composites[n.name]
             shapes = [self._ps_shape_of(raw[a], a) for a in names]
             for a in names:
                 if self.bdim.get(a) != 0:
                     raise self._unsupported(n, "batch dim of SDPA inputs must be first")
-            return sdpa_expansion(n.name, names, shapes, scale)
+            return sdpa_expansion(n.name, names, shapes, **options)
         m = self.tuples[n.name].attrs["module"]
         args = list(n.args)
         if isinstance(m, nn.MultiheadAttention):
             q = args[0]
             k = args[1] if len(args) > 1 else n.kwargs.get("key")
             v = args[2] if len(args) > 2 else n.kwargs.get("value")
-            extra = {k_: v_ for k_, v_ in n.kwargs.items() if k_ not in ("key", "value")}
-            if len(args) > 3 or any(
-                v_ is not None for k_, v_ in extra.items() if k_ not in ("need_weights",)
-            ):
-                raise self._unsupported(n, "attention masks are not supported")
+            kpm, attn_mask = self._mha_masks(n)
             names = [q.name, k.name, v.name]
             want = 0 if m.batch_first else 1
             if any(self.bdim.get(a) != want for a in names):
                 raise self._unsupported(n, "batch dim does not match batch_first")
             shapes = [tuple(raw[a].shape) for a in names]
-            return mha_expansion(str(n.target), m, names, shapes, self.params)
+            return mha_expansion(str(n.target), m, names, shapes, self.params, attn_mask, kpm)
         x = args[0]
         if self.bdim.get(x.name) != (0 if m.batch_first else 1):
             raise self._unsupported(n, "batch dim does not match batch_first")
@@ -1283,6 +1306,26 @@ class ReferenceSlicer:
         return rnn_expansion(
             str(n.target), m, x.name, tuple(raw[x.name].shape), self.params, h0, c0
         )
+
+    def _mha_masks(self, n: fx.Node) -> tuple[str | None, str | None]:
+        """(key_padding_mask, attn_mask) node names of a MultiheadAttention call: constants
+        (a key_padding_mask with its batch in dim 0); ``is_causal`` only as the hint that the
+        given attn_mask is causal."""
+        known = ("key", "value", "key_padding_mask", "need_weights", "attn_mask")
+        known += ("average_attn_weights", "is_causal")
+        if set(n.kwargs) - set(known):
+            raise self._unsupported(n, f"MultiheadAttention arguments {sorted(n.kwargs)}")
+        names = []
+        for i, key in ((3, "key_padding_mask"), (5, "attn_mask")):
+            mask = _arg(n, i, key)
+            if mask is not None and (not isinstance(mask, fx.Node) or self._dep(mask)):
+                raise self._unsupported(n, f"{key} must be a constant tensor")
+            names.append(None if mask is None else mask.name)
+        if _arg(n, 7, "is_causal", False) and names[1] is None:
+            raise self._unsupported(n, "is_causal without attn_mask")
+        if names[0] is not None and self.bdim.get(names[0]) != 0:
+            raise self._unsupported(n, "key_padding_mask without its batch in dim 0")
+        return names[0], names[1]
 
     def _rnn_states(self, n: fx.Node, m: nn.Module) -> tuple[Any, Any]:
         """The given (h0, c0) of a recurrent call (None where not given)."""
@@ -1340,7 +1383,7 @@ class ReferenceSlicer:
                     f"reference: {root!r} was rewritten for per-sample input shapes {exp.key}, "
                     f"got {key} (slice inputs of the profiling data's sequence length)"
                 )
-            computed = exp.compute([values[a] for a in names])
+            computed = exp.compute([values[a] for a in names] + [raw[c] for c in exp.consts])
             for name, _ in exp.nodes:
                 values[name] = computed[name]
         for name in values:
@@ -2171,6 +2214,8 @@ class ReferenceSlicer:
         )
         y, dy = smp.value[name][real], smp.delta[name][real]
         how = rule.attrs.get("check", "composite" if rule.attrs["op"] == "composite" else "exact")
+        if how == "mask":  # + an attention mask: checked through the layer's output
+            return
         if how == "none":  # softmax on the output
             return
         if how == "delta":  # + constant
