@@ -136,3 +136,39 @@ def test_default_dataset_matches_the_data_module() -> None:
     from nnslicer.data.datasets import DEFAULT_DATASET as REAL
 
     assert DEFAULT_DATASET == REAL
+
+
+def test_demo_caveats_point_at_the_results() -> None:
+    from nnslicer.cli.demo import detection_caveat, pruning_caveat
+
+    note = pruning_caveat({"nnslicer": 0.70, "weight": 0.90})
+    assert note is not None and "docs/RESULTS.md" in note and "90.0% vs 70.0%" in note
+    assert pruning_caveat({"nnslicer": 0.90, "weight": 0.70}) is None
+    note = detection_caveat({"nnslicer": 0.70, "feature-map": 0.90}, {"nnslicer": 0.6})
+    assert note is not None and "FeatureMap" in note and "60% of normal digits" in note
+    assert "docs/RESULTS.md" in note
+    assert detection_caveat({"nnslicer": 0.95, "feature-map": 0.90}, {"nnslicer": 0.05}) is None
+
+
+def test_demo_detection_table_fits_80_columns() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from nnslicer.cli.demo import detection_table
+
+    metrics = SimpleNamespace(auc=0.8312, recall_at_fpr={0.05: 0.5},
+                              paired=SimpleNamespace(f1=0.7))
+    report = SimpleNamespace(
+        methods=["nnslicer", "effective-path", "feature-map"],
+        attacks=[SimpleNamespace(attack="fgsm-8", attacked=30, successes=0),
+                 SimpleNamespace(attack="deepfool-linf", attacked=30, successes=30)],
+        metrics=lambda attack, method: metrics,
+        runs={m: SimpleNamespace(normal_flag=np.array([True, False, False, False]))
+              for m in ("nnslicer", "effective-path", "feature-map")},
+    )
+    text = detection_table(report)
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    assert "no adversarial inputs" in lines[1] and "0.831" in lines[2]
+    assert sum("deepfool-linf" in line for line in lines) == 1 and "NNSlicer 25%" in text

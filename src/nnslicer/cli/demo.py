@@ -120,7 +120,7 @@ def run_demo(out: Path, *, epochs: int = 8, quiet: bool = False) -> dict[str, Sl
     # printed even with --quiet: the one line that says what the run found
     get_console().print(
         f"demo finished in {seconds:.0f} s: LeNet-5 {accuracy:.1%} test accuracy; figure "
-        f"{figure}; detection F1 {_f1_line(detection)}; {PRUNE_RATIO:.0%} pruned, digits "
+        f"{figure}; detection AUC {_auc_line(detection)}; {PRUNE_RATIO:.0%} pruned, digits "
         f"{_digits()} keep "
         + ", ".join(f"{acc:.1%} ({method})" for method, acc in pruning.items()),
         soft_wrap=True, highlight=False,
@@ -132,71 +132,81 @@ def _digits() -> str:
     return " and ".join(str(k) for k in DEMO_CLASSES)
 
 
-def _f1_line(detection: dict[str, float]) -> str:
-    from ..apps.detect.evaluate import METHOD_LABELS
+def _auc_line(detection: dict[str, float]) -> str:
+    from ..apps.detect.report import METHOD_LABELS
 
-    return ", ".join(f"{METHOD_LABELS.get(m, m)} {f1:.2f}" for m, f1 in detection.items()) or "-"
+    return ", ".join(f"{METHOD_LABELS.get(m, m)} {auc:.2f}" for m, auc in detection.items()) or "-"
 
 
 def detection_table(report: Any) -> str:
-    """Table 3 of the demo as plain text, one attack × method per row (fits 80 columns)."""
-    from ..apps.detect.evaluate import METHOD_LABELS
+    """The demo's Table 3 as plain text, one attack × method per row (fits 80 columns)."""
+    from ..apps.detect.report import METHOD_LABELS
 
-    lines = [f"{'attack':<16}{'fooled':>8}  {'method':<14}{'precision':>10}{'recall':>8}"
-             f"{'F1':>7}"]
-    for r in report.rows:
-        fooled = f"{r.successes}/{r.attacked}"
-        if not r.successes:
-            lines.append(f"{r.attack:<16}{fooled:>8}  (no adversarial inputs to detect)")
+    lines = [f"{'attack':<16}{'fooled':>8}  {'method':<14}{'AUC':>7}{'R@5%FPR':>9}{'F1':>7}"]
+    for a in report.attacks:
+        fooled = f"{a.successes}/{a.attacked}"
+        if not a.successes:
+            lines.append(f"{a.attack:<16}{fooled:>8}  (no adversarial inputs to detect)")
             continue
         for i, m in enumerate(report.methods):
-            s = r.scores[m]
-            head = f"{r.attack:<16}{fooled:>8}" if i == 0 else " " * 24
-            lines.append(f"{head}  {METHOD_LABELS.get(m, m):<14}{s.precision:>10.3f}"
-                         f"{s.recall:>8.3f}{s.f1:>7.3f}")
-    flagged = report.info.get("normal_flag_rate", {})
-    if flagged:
-        lines.append("normal test digits flagged as adversarial: " + ", ".join(
-            f"{METHOD_LABELS.get(m, m)} {v:.0%}" for m, v in flagged.items()))
+            r = report.metrics(a.attack, m)
+            head = f"{a.attack:<16}{fooled:>8}" if i == 0 else " " * 24
+            lines.append(f"{head}  {METHOD_LABELS.get(m, m):<14}{_num(r.auc):>7}"
+                         f"{_num(r.recall_at_fpr.get(0.05)):>9}{_num(r.paired.f1):>7}")
+    lines.append("normal digits flagged: " + ", ".join(
+        f"{METHOD_LABELS.get(m, m)} {normal_flag_rate(report, m):.0%}" for m in report.methods))
+    lines.append("AUC: adversarial vs normal scores; R@5%FPR: recall when 5% of held-out")
+    lines.append("normals are flagged; F1: default rule on each adversarial/normal pair")
     return "\n".join(lines)
 
 
+def normal_flag_rate(report: Any, method: str) -> float:
+    return float(report.runs[method].normal_flag.mean())
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"
+
+
 def _detection(model: torch.nn.Module, out: Path, quiet: bool) -> dict[str, float]:
-    """A short Table 3: two fast attacks on 30 test digits, detectors fitted on 600 digits.
-    Returns each method's F1 pooled over the attacks."""
+    """A short Table 3: two fast attacks on 30 test digits, detectors fitted on training digits.
+    Returns each method's ROC-AUC pooled over the attacks."""
     from ..apps.detect.evaluate import evaluate_detection
     from ..data.datasets import load_dataset
 
     say(quiet, "adversarial detection: fgsm-8 and deepfool-linf on 30 test digits, detectors "
-               "fitted on 600 training digits")
+               "fitted on up to 600 training digits")
     train = load_dataset(DEFAULT_DATASET, "train", limit=600)
     test = load_dataset(DEFAULT_DATASET, "test")
     report = evaluate_detection(model, train, test, attacks=["fgsm-8", "deepfool-linf"],
-                                n_test=30, cache_dir=out / "attack-cache", progress=not quiet)
+                                n_test=30, calibration_per_class=10,
+                                cache_dir=out / "attack-cache", progress=not quiet)
     paths = report.write(out / "detect")
-    pooled = {m: p for m in report.methods if (p := report.pooled(m)) is not None}
+    pooled = {m: p.auc for m in report.methods if (p := report.pooled(m)) is not None}
     if not quiet:
         get_console().print(detection_table(report), markup=False, highlight=False,
                             soft_wrap=True)
         say(quiet, f"full table: {paths['md']}")
-        caveat = detection_caveat(pooled, report.info.get("normal_flag_rate", {}))
+        flagged = {m: normal_flag_rate(report, m) for m in report.methods}
+        caveat = detection_caveat(pooled, flagged)
         if caveat:
             say(quiet, caveat)
-    return {m: p.f1 for m, p in pooled.items()}
+    return pooled
 
 
-def detection_caveat(pooled: dict[str, Any], flagged: dict[str, float]) -> str | None:
-    """The note printed when the slice detector does not come out ahead, as the paper has it."""
-    if "nnslicer" not in pooled:
+def detection_caveat(auc: dict[str, float], flagged: dict[str, float]) -> str | None:
+    """The note printed when the slice detector does not come out ahead, as the paper has it.
+    ``auc``: each method's pooled ROC-AUC; ``flagged``: the fraction of normal digits each
+    flags."""
+    from ..apps.detect.report import METHOD_LABELS
+
+    if "nnslicer" not in auc:
         return None
-    from ..apps.detect.evaluate import METHOD_LABELS
-
-    mine = pooled["nnslicer"]
-    best = max(pooled, key=lambda m: pooled[m].f1)
+    best = max(auc, key=lambda m: auc[m])
     parts = []
-    if best != "nnslicer" and pooled[best].f1 > mine.f1:
-        parts.append(f"{METHOD_LABELS.get(best, best)} has the best F1 here "
-                     f"({pooled[best].f1:.2f} vs NNSlicer's {mine.f1:.2f})")
+    if best != "nnslicer" and auc[best] > auc["nnslicer"]:
+        parts.append(f"{METHOD_LABELS.get(best, best)} separates adversarial from normal digits "
+                     f"best here (AUC {auc[best]:.2f} vs NNSlicer's {auc['nnslicer']:.2f})")
     if flagged.get("nnslicer", 0.0) > 0.2:
         parts.append(f"the slice detector flags {flagged['nnslicer']:.0%} of normal digits")
     if not parts:
