@@ -313,7 +313,12 @@ class _Holder(nn.Module):
         return self.fc(self.blocks[0](x).flatten(1))
 
 
-def test_registered_rule_makes_a_custom_layer_sliceable() -> None:
+def test_registered_rule_makes_a_custom_layer_sliceable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nnslicer.rules.default
+
+    # the registry is process-wide: leave it as found for the tests that run after this one
+    monkeypatch.setattr(nnslicer.rules.default, "_REGISTERED", [])
+
     class Double(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.exp(x) * 0 + 2 * x  # untraceable by the table, sliced as a scale by 2
