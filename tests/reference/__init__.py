@@ -5,8 +5,9 @@
 A target is any output form of SPEC §6 or ``ReferenceNeurons(node, index)`` (intermediate
 criterion). Modules: ``spec_reference`` (the slicer, and the list of choices where SPEC is
 silent), ``selection`` (θ-selection), ``rules`` (edge tables), ``movement`` (NumPy mirrors of
-data movement), ``recurrent`` (LSTM/GRU/RNN unrolled), ``attention`` (MultiheadAttention and
-scaled_dot_product_attention decomposed), ``random_models`` (hypothesis models and helpers).
+data movement), ``recurrent`` (LSTM/GRU/RNN unrolled), ``attention`` (MultiheadAttention,
+scaled_dot_product_attention and TransformerEncoderLayer decomposed), ``bags`` (EmbeddingBag),
+``random_models`` (hypothesis models and helpers).
 """
 
 from .spec_reference import (

@@ -10,9 +10,10 @@ reduction over the bag dim, the fx node itself, by its own rule with the padding
   weight is written into the sum's coefficient: a scale by a constant in between would hand on
   sign(C) and change no selection);
 * ``mean``: the same sum divided by the number of non-padding entries (``t = Δe_j / n``);
-* ``max``: per feature d, the entry PyTorch selects: the first non-padding entry in bag order
-  with the largest value (PyTorch's loop keeps the first maximum; self-checked against the
-  ``max_indices`` of ``torch.embedding_bag``), ``s = sign(C)·sign(Δy)·sign(Δx)``.
+* ``max``: per feature d, the selected entry: the non-padding entry with the largest value,
+  among equal values the first in bag order (what ``torch.max`` over the bag dim returns; the
+  layer's output cannot tell equal entries apart, a repeated token being the common case),
+  ``s = sign(C)·sign(Δy)·sign(Δx)``.
 
 A bag with no non-padding entry has output 0, a constant: no edge. The edges depend on the
 sample's tokens, so they are made per sample. Bags given by ``offsets`` are not supported.

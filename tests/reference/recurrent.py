@@ -26,6 +26,14 @@ two-operand sum; ``1 - z`` a scale by −1. At the first step ``h_{t-1}`` and ``
 constant 0: their terms and the products with them (``f ⊙ c``, ``z ⊙ h``) are constants and
 are left out (their terms would be 0, never kept, and they add nothing to any T), and GRU's
 ``r ⊙ (W_hn·0 + b_hn)`` is a scale of ``r`` by the constant ``b_hn``.
+
+Given initial states (``lstm(x, (h0, c0))``, ``gru(x, h0)``; ``(layers·dirs, B, size)``): an
+input-dependent state enters as the movement node ``{module}.l{layer}[_reverse].h0`` (``.c0``)
+reading its row ``layer·dirs + d`` (the literal ``h0[k]``, like x_t); a constant one (a
+parameter expanded over the batch, explicit zeros) is a constant: its gate terms are left out
+as above, ``f ⊙ c0`` and GRU's ``z ⊙ h0`` are scales by it, GRU's ``r ⊙ (W_hn·h0 + b_hn)`` a
+scale by ``W_hn·h0 + b_hn``. LSTM ``proj_size``: ``h_t = W_hr·(o ⊙ tanh(c_t))``, the product
+``.h_raw`` then a weighted sum with the synapses ``weight_hr_l*`` (``.h``).
 """
 
 from __future__ import annotations

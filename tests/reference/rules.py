@@ -129,7 +129,8 @@ def _more_derivative_signs(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
     with β > 0), f' < 0 (rsqrt, reciprocal), sign(x) (abs, square). The rest follow the sign of
     PyTorch's derivative as its backward defines it, 0 where that is NaN: at the kinks,
     clamp/clip pass at the bounds (``min <= x <= max``), Soft/Hardshrink block at ±λ, PReLU
-    is ``a`` at 0 (``x > 0 ? 1 : a``); Tanhshrink' = tanh²(x) (0 only at 0); Mish' =
+    is ``a`` at 0 (``x > 0 ? 1 : a``); Tanhshrink' = 1 − (1 − tanh²(x)) in float64, as
+    PyTorch's backward evaluates it (0 for |x| ≲ 1e-8, although tanh² > 0 there); Mish' =
     tanh(sp(x)) + x·σ(x)·sech²(sp(x)) evaluated in float64; ``x ** c`` is ``c·x^(c-1)``: sign(c)
     for x > 0, for x < 0 sign(c)·(−1)^(c−1) with an integer c and 0 (NaN) otherwise, at x = 0
     0 for c > 1, sign(c) for c <= 1 (PyTorch's ``c·0^(c−1)`` is ±inf there, or c; c = 0: 0).
@@ -157,8 +158,9 @@ def _more_derivative_signs(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
         return (np.abs(x) > attrs["lambd"]).astype(np.int64)
     if fn == "prelu":
         return np.where(x > 0, 1, np.sign(attrs["a"])).astype(np.int64)
-    if fn == "tanhshrink":
-        return (np.tanh(x) ** 2 > 0).astype(np.int64)
+    if fn == "tanhshrink":  # 1 − tanh′ as PyTorch evaluates it: 0 where it cancels (|x| ≲ 1e-8)
+        th = np.tanh(x)
+        return np.sign(1.0 - (1.0 - th * th)).astype(np.int64)
     if fn == "mish":
         sp = np.logaddexp(0.0, x)  # softplus
         with np.errstate(over="ignore"):

@@ -13,7 +13,8 @@ the backward accumulation (§4), the unrolled recurrent layers and the decompose
 internal values computed in float64 from the module's parameters) — is plain Python/NumPy over
 points and edges, written to be read next to SPEC.md. It is deliberately slow; tiny models only.
 Modules: ``selection`` (θ-selection), ``rules`` (edge tables), ``movement`` (NumPy mirrors of
-data movement), ``recurrent`` (LSTM/GRU/RNN), ``attention`` (MultiheadAttention, SDPA).
+data movement), ``recurrent`` (LSTM/GRU/RNN), ``attention`` (MultiheadAttention, SDPA,
+TransformerEncoderLayer), ``bags`` (EmbeddingBag).
 
 Criteria: ``slice(x, target=...)`` takes the output forms of SPEC §6 and
 ``ReferenceNeurons(node, index)`` (SPEC's ``nnslicer.Neurons``): ``node`` is a point node's name
@@ -72,8 +73,9 @@ Choices where SPEC leaves room (documented so a reviewer can check them):
 * Composite layers (``recurrent``, ``attention``): expanded at the first forward for the input
   shapes seen there; another sequence length later is an error. Their internal nodes are point
   nodes (in ``neurons``, names reference-specific, op ``"internal"``); the fx nodes that read
-  their outputs (``out[0]``, ``h_n``…) are data movement from the internal nodes. Given initial
-  states (``lstm(x, (h0, c0))``) and attention masks are unsupported.
+  their outputs (``out[0]``, ``h_n``…) are data movement from the internal nodes.
+  EmbeddingBag, scaled_dot_product_attention and TransformerEncoderLayer return a tensor: the
+  fx node itself gets the rule of the layer's last operator.
 * Dropout of every kind (modules in eval, functions with ``training=False``), Identity,
   ``contiguous``/``clone``/``detach`` are data movement; stochastic depth / drop-path modules
   that return their input in eval trace to nothing.
@@ -86,6 +88,47 @@ Choices where SPEC leaves room (documented so a reviewer can check them):
 * Attention (``attention.py``): the per-head split/merge movements are read through directly
   (they are one-to-one, so no synapse or other point changes); the scale ``1/√d`` is a scale
   node after ``q @ kᵀ``.
+* docs/spec.md §8 "Beyond the operator table" (nnslicer's extensions), read from the docs:
+
+  - Element-wise functions (``rules._more_derivative_signs``): the closed forms the docs give
+    (exp, log, log1p, expm1, sqrt, erf, LogSigmoid, Softsign, Softplus: +1; rsqrt,
+    reciprocal: −1; abs, square: sign(x)); the others follow PyTorch's derivative as its
+    backward defines it, 0 where that is NaN: clamp/clip/clamp_min/clamp_max pass *at* their
+    bounds (PyTorch's ``min <= x <= max``, unlike Hardtanh), Soft/Hardshrink block at ±λ, PReLU
+    is its slope ``a`` at x = 0 (per channel, per-sample dim 0), Tanhshrink' is evaluated as
+    PyTorch does (``1 − (1 − tanh²)``: 0 for |x| ≲ 1e-8), ``x ** c`` (a number c; ``c ** x`` is
+    not covered) is sign(c·x^(c−1)) with ``0^(c−1)`` as PyTorch computes it (±inf keeps its
+    sign: sign(c) for c <= 1; 0 for c > 1 and for c = 0; NaN for x < 0 and a fractional c: 0).
+  - ``min``/``amin`` over dims: like max, the first minimal point (``torch.min`` over the
+    reduced dims flattened).
+  - ``masked_fill``, ``torch.where`` with a constant mask: data movement whose filled points
+    (and the points of a constant operand) are constants; ``gather``, ``index_select``,
+    ``take_along_dim`` with constant indices; nearest / nearest-exact interpolation (the
+    source index as ATen computes it, in float32), pixel (un)shuffle, channel shuffle,
+    ``Tensor.unfold``, ``F.unfold`` (zero padding: constants), reflect / replicate / circular
+    padding: data movement through NumPy mirrors checked against PyTorch's values.
+  - Linear-mode interpolation (linear, bilinear, bicubic, trilinear, area): a weighted sum with
+    the operator's coefficients computed from PyTorch's formulas (``rules.interp_taps``; not by
+    running the operator on impulses — the self-check does that to validate them), one edge
+    per distinct source point of the output's plane (taps clamped onto the same point add up),
+    in the source's row-major order; no antialias.
+  - EmbeddingBag (``bags.py``): the lookup, then the reduction over the non-padding entries
+    only (their terms are the lookup points' own Δ; the mean's divisor is the sample's count
+    of non-padding entries, one positive factor); constant ``per_sample_weights`` are the sum's
+    coefficients; max: among equal values the first entry in bag order.
+  - Weights used through a view: any data movement of one parameter is a view (``W.T``,
+    ``W[:k]``, ``W.chunk(2)[0]``, ``W.expand``, ``W[[0, 0]]``, and also ``torch.cat([W, W])``,
+    ``W.repeat``: each element of the view is the parameter element it copies; repeats add up).
+  - Recurrent layers with given initial states: the state of layer l, direction d is the
+    movement node ``h0[l·dirs + d]`` (``{module}.l{l}.h0``, like x_t, the literal reading);
+    a constant state (a parameter expanded over the batch, zeros) is a constant: its terms in
+    the gate sums are left out (Δ = 0) and products with it are scales by it. ``proj_size``:
+    ``h_t = W_hr·(o ⊙ tanh(c_t))``, a weighted sum with the synapses ``weight_hr_l*``.
+  - Attention masks are constants added to the scaled scores (``+ constant``, data movement);
+    where a masked score is −∞ in every sample its Δ is 0 (``_delta``); a boolean mask forbids
+    with True in MultiheadAttention and allows with True in scaled_dot_product_attention;
+    GQA repeats k and v as PyTorch's documented reference implementation does
+    (``repeat_interleave``, a movement that is not one to one).
 * Criterion names: a name that is both a node's and a module's is the node. An int index picks
   the per-sample dim 0 (the channel; for a ``(F,)`` node one point).
 * Profile sums are float64 torch sums over each batch's samples added batch by batch (like
@@ -2218,8 +2261,9 @@ class ReferenceSlicer:
             return
         if how == "none":  # softmax on the output
             return
-        if how == "delta":  # + constant
-            assert np.allclose(dy, src_delta, rtol=1e-9, atol=1e-9), name
+        if how == "delta":  # + constant (where the constant is ±∞, e.g. a mask, Δy = 0)
+            finite = np.isfinite(y)
+            assert np.allclose(dy[finite], src_delta[finite], rtol=1e-9, atol=1e-9), name
         elif how == "composite":  # torch's fused layer vs the reference's own float64 unrolling
             assert np.allclose(y, src_vals, rtol=1e-9, atol=1e-9), (
                 name,
