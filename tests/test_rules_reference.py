@@ -1769,24 +1769,8 @@ def case_targets(name: str, n: int) -> Callable[[ReferenceSlicer], dict[str, Any
 # Cases where the engine does not (yet) do what the docs say; each reason is the diagnosis.
 # strict: when the engine is fixed the case passes, the xfail fails, and the entry goes.
 ENGINE_GAPS: dict[str, str] = {
-    "elem_F_softshrink": "engine bug: F.softshrink (docs/rules.md lists Soft/Hardshrink for "
-    "modules, functions, methods) has no rule: UnsupportedOperation",
-    "elem_F_hardshrink_at_bound": "engine bug: F.hardshrink has no rule (see elem_F_softshrink)",
-    "elem_F_tanhshrink": "engine bug: F.tanhshrink has no rule (see elem_F_softshrink)",
-    "elem_abs_builtin": "engine bug: abs(x) (operator.abs) has no rule, torch.abs and x.abs() "
-    "have (docs/spec.md §8: `abs`)",
-    "move_where_method": "engine bug: x.where(cond, y) has no rule, torch.where has "
-    "(docs/spec.md §8: `where` with a constant mask)",
-    "param_view_cat_repeats_add_up": "ambiguous docs, engine drops the synapses: x @ cat([W, W]) "
-    "is a product with a constant that has no synapses in the engine (W missing from synapses); "
-    "the reference reads docs/spec.md §8 'a weight used through a view ... repeats add up' as any "
-    "rearrangement of one parameter",
-    "param_view_repeat_adds_up": "ambiguous docs, engine drops the synapses: W.repeat is not an "
-    "engine view (see param_view_cat_repeats_add_up)",
-    "bag_max_padding_idx": "engine bug: its traced EmbeddingBag takes amax over every entry, "
-    "padding included, so the traced model's output differs from PyTorch's (which leaves "
-    "padding entries out of the max; docs/composite.md 'padding entries left out')",
-    "bag_sum_padding_idx": "ambiguous docs (engine reading differs): the engine sums "
+    "bag_sum_padding_idx": "a different reading, the engine's documented in docs/composite.md "
+    "(EmbeddingBag with padding_idx): the engine sums "
     "lookup * keep, a node with its own reference (the mean of masked lookups), so its terms are "
     "Δ(masked) instead of the lookup's Δ; the reference sums the non-padding lookup points "
     "('an embedding lookup, then the bag's sum ... (padding entries left out)')",

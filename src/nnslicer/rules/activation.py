@@ -94,7 +94,7 @@ for _keys, _fn in (
       F.logsigmoid, nn.Softsign, F.softsign, torch.log1p, "log1p", torch.expm1, "expm1"),
      _constant(1.0)),
     ((torch.rsqrt, "rsqrt", torch.reciprocal, "reciprocal"), _constant(-1.0)),
-    ((torch.abs, "abs", torch.square, "square"), lambda step, x: x.double().sign()),
+    ((torch.abs, operator.abs, "abs", torch.square, "square"), lambda step, x: x.double().sign()),
 ):
     _DERIVATIVE_SIGN.update(dict.fromkeys(_keys, _fn))
 
@@ -152,7 +152,8 @@ _ACTIVATION_FUNCTIONS = (
     F.sigmoid, torch.tanh, F.tanh, F.hardtanh, F.softplus, F.mish, F.hardswish,
     F.hardsigmoid, F.selu, F.celu, F.logsigmoid, F.softsign, F.prelu, torch.exp, torch.log,
     torch.sqrt, torch.rsqrt, torch.reciprocal, torch.abs, torch.square, torch.erf, torch.log1p,
-    torch.expm1, torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max,
+    torch.expm1, torch.clamp, torch.clip, torch.clamp_min, torch.clamp_max, operator.abs,
+    F.softshrink, F.hardshrink, F.tanhshrink,
 )
 _ACTIVATION_METHODS = (
     "relu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "reciprocal", "abs", "square",

@@ -97,16 +97,20 @@ def pool_dims(step: Step) -> int:
 #: operators that only rearrange a parameter's elements (a weight used transposed or sliced)
 _VIEW_METHODS = {"t", "transpose", "permute", "view", "reshape", "contiguous", "flatten",
                  "unflatten", "squeeze", "unsqueeze", "expand", "detach", "float", "double",
-                 "chunk", "split", "unbind", "tensor_split", "narrow", "select"}
+                 "chunk", "split", "unbind", "tensor_split", "narrow", "select", "repeat",
+                 "tile", "expand_as", "flip", "roll"}
+# cat / stack of one parameter with itself (its only input node): each element used k times,
+# so the vector-Jacobian product adds the k counts up (docs/spec.md §8 "repeats add up")
 _VIEW_FUNCTIONS = {torch.t, torch.transpose, torch.permute, torch.reshape, torch.flatten,
                    torch.squeeze, torch.unsqueeze, torch.chunk, torch.split, torch.unbind,
-                   torch.tensor_split, torch.narrow, torch.select}
+                   torch.tensor_split, torch.narrow, torch.select, torch.cat, torch.stack,
+                   torch.tile, torch.flip, torch.roll}
 
 
 def parameter_view(arg: object) -> list[object] | None:
     """The chain [get_attr, op, op, …, arg] when ``arg`` is a parameter (or buffer) seen
-    through operators that only rearrange its elements (``W.t()``, ``W.T``, ``W[:k]``,
-    ``W.view(...)``); None otherwise."""
+    through operators that only rearrange or repeat its elements (``W.t()``, ``W.T``,
+    ``W[:k]``, ``W.view(...)``, ``W.repeat(2, 1)``, ``torch.cat([W, W])``); None otherwise."""
     import operator
 
     import torch.fx as fx

@@ -101,7 +101,7 @@ _MOVEMENT_METHODS = (
     "flatten", "view", "reshape", "permute", "transpose", "squeeze", "unsqueeze", "expand",
     "expand_as", "repeat", "repeat_interleave", "roll", "flip", "narrow", "movedim", "moveaxis",
     "swapaxes", "swapdims", "t", "view_as", "reshape_as", "unflatten", "unfold", "masked_fill",
-    "index_select", "gather", "select", "tile", *_SPLITS[1::2],
+    "index_select", "gather", "select", "tile", "where", *_SPLITS[1::2],
 )
 _IDENTITY_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                      nn.FeatureAlphaDropout, nn.Identity)

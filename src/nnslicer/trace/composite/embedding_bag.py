@@ -22,10 +22,14 @@ def embedding_bag(m: nn.EmbeddingBag, input: Any, offsets: Any = None,
     vectors = F.embedding(input, m.weight, m.padding_idx)
     if per_sample_weights is not None:
         vectors = vectors * per_sample_weights.unsqueeze(-1)
-    if m.mode == "max":
-        return vectors.amax(1)
     if m.padding_idx is None:
+        if m.mode == "max":
+            return vectors.amax(1)
         return vectors.sum(1) if m.mode == "sum" else vectors.mean(1)
     keep = (input != m.padding_idx).unsqueeze(-1)
+    if m.mode == "max":
+        # padding entries never win the max; a bag of padding only gives zeros, as PyTorch's
+        best = vectors.masked_fill(~keep, float("-inf")).amax(1)
+        return best.where(keep.any(1), 0.0)
     total = (vectors * keep).sum(1)
     return total if m.mode == "sum" else total / keep.sum(1).clamp(min=1)
