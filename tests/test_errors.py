@@ -760,15 +760,11 @@ def test_profile_of_a_differently_shaped_model_says_what_differs(tiny_slicer) ->
     one_line(info, "node 'fc' has shape [5] in the model but [3] in the profile")
 
 
-@pytest.mark.xfail(strict=True, reason="backward/policy.py: NNSlicerPolicy must check that "
-                   "theta is a real number before comparing it (today: TypeError)")
 def test_theta_given_as_a_string_is_refused() -> None:
     with pytest.raises(nnslicer.InputError, match="theta must be a number in"):
         nnslicer.Slicer(Tiny().eval(), theta="0.2")
 
 
-@pytest.mark.xfail(strict=True, reason="profile/profile.py: iter_batches must accept an "
-                   "ArrayDataset (iterate dataset.batches(n)) or say to call .batches(n)")
 def test_profiling_an_array_dataset() -> None:
     from nnslicer.data import ArrayDataset
 
@@ -779,8 +775,6 @@ def test_profiling_an_array_dataset() -> None:
         assert ".batches(" in str(e)
 
 
-@pytest.mark.xfail(strict=True, reason="slicer.py: slicing must check the profile's parameter "
-                   "fingerprint (today a model changed after use_profile slices silently)")
 def test_weights_changed_after_profiling_are_noticed() -> None:
     torch.manual_seed(0)
     model = Tiny().eval()

@@ -21,10 +21,16 @@ from .criterion import (
     resolve_target,
     split_target,
 )
-from .errors import InputError, TraceError
+from .errors import InputError, ProfileMismatch, TraceError
 from .forward.recorder import learn_layouts, record_values
 from .parallel.executor import Executor, SerialExecutor, make_executor
-from .profile.profile import ClassChoice, Profile, check_batch, profile_batches
+from .profile.profile import (
+    ClassChoice,
+    Profile,
+    check_batch,
+    parameter_hash,
+    profile_batches,
+)
 from .results.slice import Slice
 from .rules.default import default_rules
 from .rules.ruleset import RuleSet
@@ -81,6 +87,10 @@ class Slicer:
         self._model = model
         self._graph: OperatorGraph | None = None
         self._profile: Profile | None = None
+        # in-place version counters of the weights when the profile was taken or checked: a
+        # cheap test for "changed since profiling" before hashing them again
+        self._weight_versions: list[int] | None = None
+        self._weight_hash = ""
         try:
             self._trace(example_input)
         except NeedsConcreteShapes:
@@ -141,6 +151,7 @@ class Slicer:
         """
         show = self.progress if progress is None else progress
         self._profile = self.executor.profile(self, data, progress=show, classes=classes)
+        self._remember_weights()
         return self._profile
 
     def profile_here(self, data: Iterable | Tensor, progress: bool = False,
@@ -179,7 +190,29 @@ class Slicer:
             self.ready(profile.example_input())
         profile.check_model(self.graph)
         self._profile = profile.to(self.device)
+        self._remember_weights()
         return self._profile
+
+    def _remember_weights(self) -> None:
+        self._weight_versions = _weight_versions(self._model)
+        self._weight_hash = parameter_hash(self._model)
+
+    def _check_profile_is_current(self) -> None:
+        """ProfileMismatch if the user's model was changed in place since profiling (its
+        version counters moved and its parameter hash no longer matches): the slicer works on
+        its own copy made by ``Slicer(model)``, so its slices and profile would be of the old
+        weights."""
+        if self._weight_versions is None:
+            return
+        now = _weight_versions(self._model)
+        if now == self._weight_versions:
+            return
+        if parameter_hash(self._model) != self._weight_hash:
+            raise ProfileMismatch(
+                "the model's weights changed after it was profiled; this Slicer holds a copy "
+                "of the weights as they were at Slicer(model): make a new Slicer(model) and "
+                "profile it again")
+        self._weight_versions = now
 
     @property
     def current_profile(self) -> Profile | None:
@@ -208,6 +241,7 @@ class Slicer:
         x = _as_tensor(x, "input x")
         expected = None
         if self._profile is not None and self.policy.uses_profile:
+            self._check_profile_is_current()
             expected = tuple(self._profile.input_shape)
         check_batch(x, expected, "input x")
         graph = self.ready(x)
@@ -359,3 +393,7 @@ def _matching_dtype(x: Tensor, graph: OperatorGraph) -> Tensor:
 
 
 __all__ = ["EffectivePath", "SerialExecutor", "Slicer"]
+
+
+def _weight_versions(module: nn.Module) -> list[int]:
+    return [t._version for t in (*module.parameters(), *module.buffers())]

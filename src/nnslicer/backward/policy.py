@@ -6,10 +6,13 @@ A rule computes the edges' terms; the policy decides. NNSlicer (docs/spec.md §4
 
 from __future__ import annotations
 
+import numbers
 from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
+
+from ..errors import InputError
 
 DEAD_OUTPUT_RATIO = 1e-3
 
@@ -32,6 +35,10 @@ class SelectionPolicy(ABC):
     def movement(self, c_sign: Tensor) -> Tensor:
         """Data movement passes the sign of C unchanged."""
         return c_sign
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
 
 
 def theta_keep(terms: Tensor, theta: float) -> tuple[Tensor, Tensor]:
@@ -67,8 +74,9 @@ class NNSlicerPolicy(SelectionPolicy):
     kernel_mode = 0  # backward.kernels.MODE_NNSLICER
 
     def __init__(self, theta: float = 0.2):
-        if not 0.0 <= theta < 1.0:
-            raise ValueError(f"theta must be in [0, 1), got {theta}; the default is 0.2")
+        if not _is_number(theta) or not 0.0 <= theta < 1.0:
+            raise InputError(f"theta must be a number in [0, 1), got {theta!r}; the default is "
+                             "0.2")
         self.theta = float(theta)
 
     def weighted_sum(self, terms: Tensor, c_sign: Tensor, y_raw: Tensor) -> Tensor:
@@ -89,8 +97,9 @@ class EffectivePathPolicy(SelectionPolicy):
     uses_profile = False
 
     def __init__(self, theta: float = 0.5):
-        if not 0.0 < theta <= 1.0:
-            raise ValueError(f"EffectivePath theta must be in (0, 1], got {theta}; default 0.5")
+        if not _is_number(theta) or not 0.0 < theta <= 1.0:
+            raise InputError(f"EffectivePath theta must be a number in (0, 1], got {theta!r}; "
+                             "the default is 0.5")
         self.theta = float(theta)
 
     def weighted_sum(self, terms: Tensor, c_sign: Tensor, y_raw: Tensor) -> Tensor:

@@ -58,9 +58,12 @@ def fingerprint_differences(expected: dict[str, Any], found: dict[str, Any]) -> 
 
 
 def iter_batches(data: Any) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """(inputs, labels or None) batches from a tensor or from batches with or without labels."""
+    """(inputs, labels or None) batches from a tensor, a dataset with ``.batches(n)`` (an
+    ArrayDataset, read 256 at a time) or batches with or without labels."""
     if isinstance(data, Tensor):
         data = [data]
+    elif callable(getattr(data, "batches", None)):
+        data = data.batches(256)
     for item in data:
         if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], Tensor):
             yield item[0], item[1]
