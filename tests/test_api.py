@@ -1,4 +1,5 @@
-"""The public API of SPEC §6: target forms, results, files, and one-line errors on bad input."""
+"""The public API of docs/spec.md §6: target forms, results, files, and one-line errors on bad
+input."""
 
 import warnings
 

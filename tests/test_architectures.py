@@ -158,7 +158,8 @@ def output_node(s: nnslicer.Slice) -> str:
 
 
 def expected_weights(model: nn.Module, unused: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the weights SPEC §4 gives synapses: Conv1d/2d, Linear, Embedding(Bag)
+    """Names and shapes of the weights docs/spec.md §4 gives synapses: Conv1d/2d, Linear,
+    Embedding(Bag)
     weights, recurrent ``weight_ih_l*`` / ``weight_hh_l*``, attention input projections."""
     found: dict[str, tuple[int, ...]] = {}
     for mname, module in model.named_modules():

@@ -2,20 +2,21 @@
 
 1. Engine vs the independent float64 reference (tests/reference/spec_reference.py) on random models
    mixing every operator of SPEC's table (v1 and v2 kinds, see random_models.net_specs), for every
-   target form of SPEC §6 including an intermediate-neuron criterion ``Neurons(node, channel)`` on
+   target form of docs/spec.md §6 including an intermediate-neuron criterion ``Neurons(node,
+   channel)`` on
    a random node: ≥ 99.5 % of synapse entries (and of neuron points) must agree; the
    exact-agreement rate is collected and printed by the last test of this file.
    The profile means are compared to rounding, then both slice from the engine's means (see
    ``_share_means``).
 2. Invariants, checked on the engine and, as a sanity check of the tests themselves, on the
    reference:
-   * the batch result is the sum of the per-sample results (SPEC §5);
+   * the batch result is the sum of the per-sample results (docs/spec.md §5);
    * a sample's result does not depend on the other samples of the batch: it is the same when
      the others are replaced (when torch computed its values bit-identically in both batches:
      float64 kernels may round a row differently with other rows around it);
    * θ = 0 keeps every non-zero term: on the Linear that produces the criterion, the per-sample
      synapse contributions are exactly sign(T)·sign(w·Δx) on criterion rows (0 when the row did
-     not move, SPEC §4 step 1) and 0 elsewhere;
+     not move, docs/spec.md §4 step 1) and 0 elsewhere;
    * a sliced synapse never has a zero term (zero weights and zero-Δ inputs of a Linear are never
      in the slice);
    * an intermediate criterion ``Neurons(node, channel)`` seeds C = +1 on exactly that channel's
@@ -185,7 +186,8 @@ def _mask(target: Any, out: np.ndarray) -> np.ndarray:
 def _share_means(ref: ReferenceSlicer, profile: Any) -> None:
     """Check the engine's profile means against the reference's to rounding, then slice both
     from the engine's. The test models are float64, where a sum's rounding depends on its order
-    (SPEC §2 fixes none): a point constant over the data can get a mean one ulp off its value,
+    (docs/spec.md §2 fixes none): a point constant over the data can get a mean one ulp off its
+    value,
     and that ±1e-16 Δ is a real term at θ = 0 (CI once found 57 of 288 synapses flipped by it).
     Profiling is compared here (and exactly, on float32 values, in test_profile.py); the slice
     comparison then isolates the forward/backward rules."""

@@ -140,7 +140,7 @@ def test_decomposed_multihead_attention_equals_torch(heads, kdim, batch_first) -
 @pytest.mark.parametrize("heads", [1, 2])
 def test_attention_slice_does_not_depend_on_batch_first(heads: int) -> None:
     """The same function in (B, L, E) and (L, B, E) layout has the same slice: the
-    decomposition of SPEC §4 has no layout movement (transposing query, key and value apart
+    decomposition of docs/spec.md §4 has no layout movement (transposing query, key and value apart
     would hand the shared input three signs instead of one sum)."""
     slices = []
     for batch_first in (True, False):

@@ -1,7 +1,9 @@
-"""One tiny hand-built model per operator row of SPEC §4: engine and reference must agree exactly.
+"""One tiny hand-built model per operator row of docs/spec.md §4: engine and reference must agree
+exactly.
 
 Every case is a small model around the operator with a Linear head (so there is a criterion).
-For θ ∈ {0, 0.2, 0.5}, reference "dataset" and "class", and every target form of SPEC §6 (output
+For θ ∈ {0, 0.2, 0.5}, reference "dataset" and "class", and every target form of docs/spec.md §6
+(output
 forms; intermediate-neuron criteria ``nnslicer.Neurons(node, index)`` where a case names a
 criterion node), the engine's synapse contributions and the point-level contributions of every
 node must equal the independent float64 reference (tests/reference/) entry for entry, per sample
@@ -1663,7 +1665,7 @@ def case_data(name: str, **kwargs) -> tuple[list[Any], torch.Tensor]:
 
 
 def criterion_forms(ref: ReferenceSlicer, node: str, n: int, seed: int) -> dict[str, Any]:
-    """Every index form of ``Neurons(node, index)`` (SPEC §6) for a profiled reference."""
+    """Every index form of ``Neurons(node, index)`` (docs/spec.md §6) for a profiled reference."""
     shape = dict((name, shp) for name, _, shp in ref.nodes())[ref.resolve_node(node)]
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(shape, generator=g) < 0.4
@@ -1801,7 +1803,8 @@ def test_rule_matches_reference(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["conv2d_stride_padding", "linear_mlp", "move_cat_channels"])
 def test_input_node_contributions_match_reference(name: str) -> None:
-    """The model input is a node too (SPEC §2 profiles it); its points carry contributions."""
+    """The model input is a node too (docs/spec.md §2 profiles it); its points carry
+    contributions."""
     model, _ = build_case(name)
     batches, x = case_data(name)
     problems = check_against_reference(
@@ -2057,7 +2060,8 @@ class _Inner(nn.Module):
     ],
 )
 def test_unsupported_operation_names_the_node_and_its_module(op, node_name: str) -> None:
-    """SPEC §4: any other operator raises UnsupportedOperation naming the node and the module
+    """docs/spec.md §4: any other operator raises UnsupportedOperation naming the node and the
+    module
     it sits in (its qualified name)."""
     model = _Unsupported(op).double().eval()
     with pytest.raises(ReferenceUnsupported, match=node_name) as info:
@@ -2075,7 +2079,8 @@ def test_unsupported_operation_names_the_node_and_its_module(op, node_name: str)
 
 @pytest.mark.parametrize("module", ["blk.0", "blk"])
 def test_criterion_module_used_twice_is_an_error_listing_its_nodes(module: str) -> None:
-    """SPEC §6: a module name that produces several nodes is an error that lists them (here a
+    """docs/spec.md §6: a module name that produces several nodes is an error that lists them (here
+    a
     leaf module, and the non-leaf module holding it, both called twice)."""
     model = Net(
         lambda s, x: s.blk(s.fc1(s.blk(s.fc0(x)))),
@@ -2102,7 +2107,8 @@ def test_criterion_module_used_twice_is_an_error_listing_its_nodes(module: str) 
 
 @pytest.mark.parametrize("name", ["criterion_conv_module_name", "criterion_branch_node_name"])
 def test_criterion_synapses_downstream_are_present_and_zero(name: str) -> None:
-    """SPEC §6: synapses downstream of the criterion node are present in ``synapses``, all 0;
+    """docs/spec.md §6: synapses downstream of the criterion node are present in ``synapses``, all
+    0;
     so are the points of nodes that are not on a path from the input to it."""
     model, _ = build_case(name)
     batches, x = case_data(name)

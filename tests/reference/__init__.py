@@ -2,7 +2,7 @@
 
 ``ReferenceSlicer(model, theta)`` mirrors ``nnslicer.Slicer``: ``profile(data)``,
 ``slice(x, target, reference, per_sample, theta, check)``, ``nodes()``, ``forward_values(x)``.
-A target is any output form of SPEC §6 or ``ReferenceNeurons(node, index)`` (intermediate
+A target is any output form of docs/spec.md §6 or ``ReferenceNeurons(node, index)`` (intermediate
 criterion). Modules: ``spec_reference`` (the slicer, and the list of choices where SPEC is
 silent), ``selection`` (θ-selection), ``rules`` (edge tables), ``movement`` (NumPy mirrors of
 data movement), ``recurrent`` (LSTM/GRU/RNN unrolled), ``attention`` (MultiheadAttention,

@@ -1,5 +1,5 @@
 """nn.MultiheadAttention, F.scaled_dot_product_attention and nn.TransformerEncoderLayer in
-SPEC §4 operators (docs/spec.md §5, docs/composite.md "Attention").
+docs/spec.md §4 operators (docs/spec.md §5, docs/composite.md "Attention").
 
 MultiheadAttention (one sample; query (L, E), key (S, E_k), value (S, E_v); H heads of d = E/H):
 

@@ -1,4 +1,5 @@
-"""nn.EmbeddingBag over fixed-size bags (docs/spec.md §8, docs/composite.md), in SPEC §4 rules.
+"""nn.EmbeddingBag over fixed-size bags (docs/spec.md §8, docs/composite.md), in docs/spec.md §4
+rules.
 
 A (batch, bag) token tensor: the layer is an embedding lookup (``{module}.lookup``, per sample
 (bag, D): the Embedding rule, ``contrib(weight[token, d]) += sign(C)``) followed by the bag's

@@ -1,6 +1,6 @@
 """NumPy mirrors of PyTorch's data-movement operators, with PyTorch's signatures.
 
-A data-movement node sends every output point's C to its one source point (SPEC §4). Which
+A data-movement node sends every output point's C to its one source point (docs/spec.md §4). Which
 point that is, is found by applying the operator's NumPy mirror to an *index array*: an integer
 array of the operand's full shape (batch dim included) whose every element is the label of its
 point (see ``spec_reference._index_array``). The label that lands at an output position names

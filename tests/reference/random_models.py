@@ -724,7 +724,7 @@ def make_token_data(
 
 
 def target_forms(n_samples: int, n_classes: int, seed: int) -> dict[str, Any]:
-    """One target of each form of SPEC §6."""
+    """One target of each form of docs/spec.md §6."""
     g = torch.Generator().manual_seed(seed)
     multi = torch.rand((n_samples, n_classes), generator=g) < 0.5
     multi[0, :] = False

@@ -1,4 +1,4 @@
-"""nn.LSTM / nn.GRU / nn.RNN unrolled into SPEC §4 operators (SPEC "Composite layers").
+"""nn.LSTM / nn.GRU / nn.RNN unrolled into docs/spec.md §4 operators (SPEC "Composite layers").
 
 PyTorch's documented equations (one layer, one direction, gate order of the weight row blocks
 in parentheses), with ``h_{-1} = c_{-1} = 0``:

@@ -1,4 +1,4 @@
-"""The rules' data and their edge tables (SPEC §4), plain NumPy loops over points.
+"""The rules' data and their edge tables (docs/spec.md §4), plain NumPy loops over points.
 
 Every rule knows its source nodes ("slots", in operand order) and, per output point (flat index
 into the node's per-sample output, row-major), its edges. Nothing here runs a model.
@@ -446,7 +446,7 @@ def softmax_np(x, dim, log):
 
 @dataclass
 class Expansion:
-    """A composite layer rewritten into the operators of SPEC §4 (SPEC "Composite layers").
+    """A composite layer rewritten into the operators of docs/spec.md §4 (SPEC "Composite layers").
 
     nodes: its internal point nodes, in topological order, with their rules;
     compute: from the full-batch values of the layer's inputs (in their own layout), every

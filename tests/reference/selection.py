@@ -1,4 +1,5 @@
-"""θ-selection of SPEC §4 (steps 1–3; step 4, the kept edge's sign, is applied by the rules)."""
+"""θ-selection of docs/spec.md §4 (steps 1–3; step 4, the kept edge's sign, is applied by the
+rules)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Independent of the engine: this package never imports ``nnslicer``. torch is used only to
 
-* trace the model into a ``torch.fx`` graph (node names are fx node names, SPEC §6),
+* trace the model into a ``torch.fx`` graph (node names are fx node names, docs/spec.md §6),
 * run the model to get every node's value (recorded as a float64 copy right after the node ran,
   so later in-place operators cannot change it),
 * ask PyTorch which input point max pooling / ``torch.max(x, dim)`` selects (SPEC: "the point
@@ -16,7 +16,7 @@ Modules: ``selection`` (θ-selection), ``rules`` (edge tables), ``movement`` (Nu
 data movement), ``recurrent`` (LSTM/GRU/RNN), ``attention`` (MultiheadAttention, SDPA,
 TransformerEncoderLayer), ``bags`` (EmbeddingBag).
 
-Criteria: ``slice(x, target=...)`` takes the output forms of SPEC §6 and
+Criteria: ``slice(x, target=...)`` takes the output forms of docs/spec.md §6 and
 ``ReferenceNeurons(node, index)`` (SPEC's ``nnslicer.Neurons``): ``node`` is a point node's name
 (``nodes()``) or the qualified name of the module producing it; ``index`` an int channel (every
 point ``[index, ...]`` of the per-sample output; for a ``(F,)`` node that is one point), a tuple
@@ -206,7 +206,7 @@ class ReferenceSlice:
 
 @dataclass(frozen=True)
 class ReferenceNeurons:
-    """Intermediate-neuron criterion (SPEC §6 ``nnslicer.Neurons(node, index)``).
+    """Intermediate-neuron criterion (docs/spec.md §6 ``nnslicer.Neurons(node, index)``).
 
     ``node``: a point node name or the qualified name of the module producing it. ``index``: an
     int channel, a tuple naming one point, a bool mask of the node's per-sample shape, or a
@@ -573,7 +573,7 @@ def _np(v: Any) -> Any:
 
 
 class ReferenceSlicer:
-    """Independent reference of SPEC §2–§4. API mirrors the engine's (SPEC §6)."""
+    """Independent reference of docs/spec.md §2–§4. API mirrors the engine's (docs/spec.md §6)."""
 
     def __init__(self, model: nn.Module, theta: float = 0.2):
         self.model = model
@@ -1542,7 +1542,8 @@ class ReferenceSlicer:
     # --- §2 profiling ---------------------------------------------------------------------------
 
     def profile(self, data: Iterable[Any]) -> None:
-        """SPEC §2: per point, the mean over the data (float64 torch sums, batch by batch), and
+        """docs/spec.md §2: per point, the mean over the data (float64 torch sums, batch by batch),
+        and
         per class (the label given, or the model's prediction for unlabeled data)."""
         sums: dict[str, torch.Tensor] = {}
         class_sums: dict[int, dict[str, torch.Tensor]] = {}
@@ -1757,7 +1758,7 @@ class ReferenceSlicer:
 
     def _kept_edges(self, node: Node, n: int, c_sign: int, fwd: _Forward, smp: _Sample, theta):
         """Kept edges ``(source node, flat source, parameter, flat synapse, s_i)`` of output
-        point n (SPEC §4)."""
+        point n (docs/spec.md §4)."""
         rule, name = node.rule, node.name
         kind = rule.kind
         if kind == "wsum":

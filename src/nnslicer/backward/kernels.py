@@ -23,6 +23,11 @@ copies are summed afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+
 import numpy as np
 
 try:
@@ -244,6 +249,21 @@ if AVAILABLE:
                             syn_out[chunk, srow, k] += 1
 
 
+@contextlib.contextmanager
+def _compiling_notice(after: float = 2.0) -> Iterator[None]:
+    """Say on stderr that the kernels are compiling if loading them takes over ``after``
+    seconds (the first run ever; numba caches them on disk for the next runs)."""
+    timer = threading.Timer(after, lambda: print(
+        "nnslicer: compiling kernels (first run only; numba caches them on disk)",
+        file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 def set_threads(threads: int) -> None:
     """Use at most ``threads`` numba threads in this process (torch has its own setting)."""
     if AVAILABLE:
@@ -281,8 +301,11 @@ def weighted_windows(src: np.ndarray, rowbase: np.ndarray, koff: np.ndarray, w: 
     slots = starts.shape[0] - 1 if overlapping else 1
     out = np.zeros((slots, src.shape[0]), dtype=np.float64)  # chunk_starts gives >= 1 chunk
     syn_out = np.zeros((starts.shape[0] - 1, syn.shape[0], koff.shape[0]), dtype=np.int32)
-    _weighted_windows(src, rowbase, koff, w, xrow, wrow, csign, yraw, synrow, starts, mode, theta,
-                      out, syn_out)
+    # the first call in a process compiles the kernels, or loads them from numba's disk cache
+    first = not _weighted_windows.signatures
+    with _compiling_notice() if first else contextlib.nullcontext():
+        _weighted_windows(src, rowbase, koff, w, xrow, wrow, csign, yraw, synrow, starts, mode,
+                          theta, out, syn_out)
     _add_chunks(syn_out, syn)
     if out.shape[0] > 1:
         _sum_slots(out)

@@ -167,7 +167,7 @@ def profile(
     ray: str = typer.Option(None, "--ray", help="Profile on a Ray cluster ('local' or ADDRESS)."),
     quiet: bool = QUIET,
 ) -> None:
-    """Profile a model on a dataset (SPEC §2) and save the profile."""
+    """Profile a model on a dataset (docs/spec.md §2) and save the profile."""
     from ..slicer import Slicer
 
     check_out(out)

@@ -1,4 +1,4 @@
-"""A computed slice (SPEC §5): signed integer contributions of points and synapses."""
+"""A computed slice (docs/spec.md §5): signed integer contributions of points and synapses."""
 
 from __future__ import annotations
 
@@ -224,7 +224,7 @@ class Slice:
         return None
 
     def __add__(self, other: Slice) -> Slice:
-        """Union of two criteria: contributions add up (SPEC §5)."""
+        """Union of two criteria: contributions add up (docs/spec.md §5)."""
         if not isinstance(other, Slice):
             return NotImplemented
         diff = self.model_difference(other)
