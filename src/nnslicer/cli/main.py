@@ -41,7 +41,7 @@ LAZY_GROUPS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "detect": (("nnslicer.cli.detect",), "detect_app",
                "Adversarial-input detection with slices."),
     "prune": (("nnslicer.cli.prune",), "prune_app", "Class-targeted pruning with slices."),
-    "protect": (("nnslicer.cli.protect", "nnslicer.cli.prune"), "protect_app",
+    "protect": (("nnslicer.cli.protect",), "protect_app",
                 "Selective model protection with slices."),
 }
 
