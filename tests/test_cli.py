@@ -10,8 +10,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import nnslicer
-from nnslicer.cli.common import DEFAULT_DATASET, compact, layer_table
+from nnslicer.cli.common import compact, layer_table
 from nnslicer.cli.main import app
+from nnslicer.cli.parsing import DEFAULT_DATASET
 
 torch.set_num_threads(1)
 runner = CliRunner()

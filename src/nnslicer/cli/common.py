@@ -24,18 +24,11 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from ..criterion import Neurons
     from ..data.datasets import ArrayDataset
     from ..results.slice import Slice
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: the dataset commands use by default (= nnslicer.data.datasets.DEFAULT_DATASET, kept here so
-#: that building the CLI does not import the data module)
-DEFAULT_DATASET = "mnist-digits"
-
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
-DATA_ROOT = typer.Option(None, "--data-root", help="Directory holding the dataset files.")
 
 # Errors we raise on purpose carry a message meant for the user; show it on one line.
 USER_ERRORS = (NNSlicerError, ValueError, FileNotFoundError, KeyError, ImportError)
@@ -177,37 +170,6 @@ def say(quiet: bool, *objects: Any) -> None:
 def plural(n: int, word: str) -> str:
     """'1 epoch', '2 epochs'."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def parse_int_list(text: str | None, what: str = "a list") -> list[int] | None:
-    """'0,5,9' -> [0, 5, 9] (None or '' -> None)."""
-    if text is None or text == "":
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{what} takes comma-separated integers, got {text!r}") from None
-
-
-def parse_target(text: str) -> str | int:
-    """'top1' | 'label' | a class index."""
-    if text in ("top1", "label"):
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(f"--target takes top1, label or a class index, got {text!r}") from None
-
-
-def parse_neuron(text: str) -> Neurons:
-    """'layer3.1.conv2:5' -> channel 5 of that node; 'fc1:2,3' -> the point (2, 3)."""
-    from ..criterion import Neurons
-
-    node, sep, index = text.rpartition(":")
-    values = parse_int_list(index, "--neuron") if sep else None
-    if not node or not values:
-        raise InputError(f"--neuron takes NODE:CHANNEL or NODE:i,j,..., got {text!r}")
-    return Neurons(node, values[0] if len(values) == 1 and "," not in index else tuple(values))
 
 
 def compact(n: int) -> str:

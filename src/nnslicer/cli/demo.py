@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import DEFAULT_DATASET, get_console, layer_table, plural, say
+from .common import get_console, layer_table, plural, say
+from .parsing import DEFAULT_DATASET
 
 if TYPE_CHECKING:
     import torch

@@ -18,9 +18,6 @@ from typer.core import TyperGroup
 
 from ..errors import InputError
 from .common import (
-    DATA_ROOT,
-    DEFAULT_DATASET,
-    QUIET,
     check_model_takes,
     check_out,
     check_out_dir,
@@ -29,12 +26,10 @@ from .common import (
     one_line_errors,
     open_data,
     open_model,
-    parse_int_list,
-    parse_neuron,
-    parse_target,
     plural,
     say,
 )
+from .parsing import DATA_ROOT, DEFAULT_DATASET, QUIET, parse_int_list, parse_neuron, parse_target
 
 # name -> (modules to look in, in order; attribute; one-line help shown by `nnslicer --help`)
 LAZY_GROUPS: dict[str, tuple[tuple[str, ...], str, str]] = {

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from ..errors import InputError
-from .common import DEFAULT_DATASET
+
+if TYPE_CHECKING:
+    from ..criterion import Neurons
+
+#: the dataset commands use by default (= nnslicer.data.datasets.DEFAULT_DATASET, kept here so
+#: that building the CLI does not import the data module)
+DEFAULT_DATASET = "mnist-digits"
+
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
+DATA_ROOT = typer.Option(None, "--data-root", help="Directory holding the dataset files.")
+
 
 MODEL = typer.Option(..., "--model", help="checkpoint (stem/.json/.safetensors) or "
                      "package.module:factory")
@@ -86,3 +96,34 @@ def parse_methods(text: str, allowed: tuple[str, ...]) -> list[str]:
     if not methods:
         raise InputError("no method given")
     return methods
+
+
+def parse_int_list(text: str | None, what: str = "a list") -> list[int] | None:
+    """'0,5,9' -> [0, 5, 9] (None or '' -> None)."""
+    if text is None or text == "":
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} takes comma-separated integers, got {text!r}") from None
+
+
+def parse_target(text: str) -> str | int:
+    """'top1' | 'label' | a class index."""
+    if text in ("top1", "label"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--target takes top1, label or a class index, got {text!r}") from None
+
+
+def parse_neuron(text: str) -> Neurons:
+    """'layer3.1.conv2:5' -> channel 5 of that node; 'fc1:2,3' -> the point (2, 3)."""
+    from ..criterion import Neurons
+
+    node, sep, index = text.rpartition(":")
+    values = parse_int_list(index, "--neuron") if sep else None
+    if not node or not values:
+        raise InputError(f"--neuron takes NODE:CHANNEL or NODE:i,j,..., got {text!r}")
+    return Neurons(node, values[0] if len(values) == 1 and "," not in index else tuple(values))

@@ -28,11 +28,13 @@ from ..apps.protect.protection import (
 )
 from ..apps.protect.secret import protection_cost, save_hidden
 from ..errors import InputError
-from .common import DATA_ROOT, QUIET, console, one_line_errors, say
+from .common import console, one_line_errors, say
 from .parsing import (
     DATA,
+    DATA_ROOT,
     EP_THETA,
     MODEL,
+    QUIET,
     SAMPLES_PER_CLASS,
     SEED,
     THETA,

@@ -25,21 +25,13 @@ from ..apps.prune.pruning import PRUNE_METHODS, PruneWarning, masked_finetune, p
 from ..errors import InputError
 from ..io_utils import atomic_write_bytes
 from ..models.checkpoint import save_checkpoint
-from .common import (
-    DATA_ROOT,
-    QUIET,
-    console,
-    err_console,
-    one_line_errors,
-    open_data,
-    open_model,
-    say,
-    setup,
-)
+from .common import console, err_console, one_line_errors, open_data, open_model, say, setup
 from .parsing import (
     DATA,
+    DATA_ROOT,
     EP_THETA,
     MODEL,
+    QUIET,
     SAMPLES_PER_CLASS,
     SEED,
     THETA,
