@@ -1,6 +1,6 @@
 """The worked example of docs/algorithm.md, computed by nnslicer itself.
 
-Run: python docs/worked_example.py  (tests/test_docs.py checks the doc shows this output)
+Run: python docs/worked_example.py  (tests/cli/test_docs.py checks the doc shows this output)
 """
 
 import torch

@@ -1,7 +1,7 @@
 """Architecture suite: small, faithful re-implementations of public-zoo models.
 
 ``SUITE`` maps an entry name to an :class:`Entry` (builder, input shape and dtype, origin,
-SPEC v2 features). Each module mirrors one zoo; ``tests/test_architectures.py`` slices every
+SPEC v2 features). Each module mirrors one zoo; ``tests/engine/test_architectures.py`` slices every
 entry and ``benchmarks/architectures.py`` times them.
 """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.M | re.S)
 
 # What the prose around a block says the reader already has, keyed by the block's first line.

@@ -486,7 +486,7 @@ def test_composite_doc_shows_what_the_engine_prints() -> None:
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, str(root / "docs" / "composite_example.py")],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() in (root / "docs" / "composite.md").read_text()

@@ -790,16 +790,16 @@ def test_every_row_of_the_matrix_names_a_test_that_exists() -> None:
     """docs/errors.md is the matrix; each test it names is defined where it says."""
     import re
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     doc = (root / "docs" / "errors.md").read_text(encoding="utf-8")
     rows = [line for line in doc.splitlines()
             if line.startswith("| ") and not line.startswith(("| case", "|---"))]
     assert len(rows) >= 60
     for row in rows:
         last = row.rstrip(" |").rsplit("|", 1)[-1]
-        names = re.findall(r"`(?:(tests/\w+\.py)::)?(test_\w+)`", last)
+        names = re.findall(r"`(?:(tests/(?:\w+/)?\w+\.py)::)?(test_\w+)`", last)
         if not names:
             assert last.strip().startswith("—") or last.strip() == "same", row
         for file, name in names:
-            source = (root / (file or "tests/test_errors.py")).read_text(encoding="utf-8")
+            source = (root / (file or "tests/cli/test_errors.py")).read_text(encoding="utf-8")
             assert f"def {name}(" in source, (name, row)
