@@ -25,6 +25,16 @@ def weighted_rows(x: np.ndarray, w: np.ndarray, xrow: np.ndarray, wrow: np.ndarr
     return out.reshape(R, K), syn
 
 
+def torch_policy_signs(policy, terms: torch.Tensor, csign: torch.Tensor, yraw: torch.Tensor
+                       ) -> torch.Tensor:
+    """The policy's torch formulation (the sorted rule), not the kernels it may call."""
+    enabled, kernels.ENABLED = kernels.ENABLED, False
+    try:
+        return policy.weighted_sum(terms, csign, yraw)
+    finally:
+        kernels.ENABLED = enabled
+
+
 def kernel_vs_policy(x: np.ndarray, w: np.ndarray, csign: np.ndarray, yraw: np.ndarray,
                      mode: int, theta: float) -> None:
     """One output point per (row of x, row of w); compare the signs both paths add."""
@@ -34,7 +44,7 @@ def kernel_vs_policy(x: np.ndarray, w: np.ndarray, csign: np.ndarray, yraw: np.n
     x_out, syn = weighted_rows(x, w, xrow, wrow, csign, yraw, wrow, xrow, O, mode, theta)
     policy = NNSlicerPolicy(theta) if mode == kernels.MODE_NNSLICER else EffectivePathPolicy(theta)
     terms = torch.from_numpy(w[wrow] * x[xrow])
-    signs = policy.weighted_sum(terms, torch.from_numpy(csign), torch.from_numpy(yraw))
+    signs = torch_policy_signs(policy, terms, torch.from_numpy(csign), torch.from_numpy(yraw))
     want_x = torch.zeros(x.shape, dtype=torch.int64).index_add_(0, torch.from_numpy(xrow), signs)
     want_syn = torch.zeros(w.shape, dtype=torch.int64).index_add_(0, torch.from_numpy(wrow), signs)
     np.testing.assert_array_equal(x_out.astype(np.int64), want_x.numpy())
@@ -165,3 +175,29 @@ def test_conv_windows_read_in_place_equal_the_torch_path(conv, monkeypatch) -> N
     for name, n in slow.neurons.items():
         assert torch.equal(fast.neurons[name], n), name
     assert fast.neurons["input_1"].abs().sum() > 0  # the comparison is not between empty slices
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(3, 300), st.sampled_from([0.05, 0.2, 0.5, 0.9]),
+       st.floats(0.0, 0.9), st.integers(0, 2**31 - 1))
+def test_row_selection_kernel_equals_the_sorted_rule(n, k, theta, zeros, seed) -> None:
+    """``keep_rows`` (used for terms formed in torch, e.g. products of two live tensors) keeps
+    exactly the terms the sorted θ rule keeps."""
+    from nnslicer.backward.policy import theta_keep
+
+    rng = np.random.default_rng(seed)
+    terms = rng.standard_normal((n, k)) * rng.random((n, 1)) ** 3
+    terms[rng.random((n, k)) < zeros] = 0.0
+    want, _ = theta_keep(torch.from_numpy(terms), theta)
+    np.testing.assert_array_equal(kernels.keep_rows(terms, theta), want.numpy())
+
+
+def test_row_selection_breaks_ties_in_edge_order() -> None:
+    """Equal magnitudes rank in edge order (docs/spec.md §4) in both paths: these rows reach
+    θ|T| inside a run of equal magnitudes, so the order inside the run decides k*."""
+    from nnslicer.backward.policy import theta_keep
+
+    for row in ([1.0, -1.0, 1.0], [-1.0, 1.0, 1.0, 1.0], [2.0, -1.0, 1.0, 1.0, -1.0]):
+        terms = np.array([row])
+        want, _ = theta_keep(torch.from_numpy(terms), 0.5)
+        np.testing.assert_array_equal(kernels.keep_rows(terms, 0.5), want.numpy())

@@ -150,6 +150,35 @@ if AVAILABLE:
         return 0.0
 
     @njit(cache=True, parallel=True)
+    def _keep_rows(terms, theta, kept):  # pragma: no cover - compiled
+        """θ-selection of given terms, row by row (the rule of ``policy.theta_keep``, found as
+        the windows kernel finds it: top level first, buckets skipped whole)."""
+        N, K = terms.shape
+        for r in prange(N):
+            t = terms[r]
+            cand = np.empty(K, dtype=np.int64)
+            rest = np.empty(K, dtype=np.int64)
+            bid = np.empty(K, dtype=np.int64)
+            order = np.empty(K, dtype=np.int64)
+            b_pos = np.empty(_MAX_BUCKETS)
+            b_neg = np.empty(_MAX_BUCKETS)
+            total = 0.0
+            mx = 0.0
+            for k in range(K):
+                total += t[k]
+                mx = max(mx, abs(t[k]))
+            if not abs(total) > _DEAD_OUTPUT_RATIO * mx:
+                continue
+            lo = _TOP_LEVEL * mx
+            top = 0
+            for k in range(K):
+                cand[top] = k
+                top += abs(t[k]) >= lo
+            cut = _theta_cut(t, total, mx, theta, cand, top, lo, rest, bid, order, b_pos, b_neg)
+            for k in range(K):
+                kept[r, k] = t[k] != 0.0 and abs(t[k]) >= cut
+
+    @njit(cache=True, parallel=True)
     def _add_chunks(syn_out, syn):  # pragma: no cover - compiled
         """syn += the per-chunk synapse counts, rows in parallel."""
         for i in prange(syn.shape[0]):
@@ -262,6 +291,15 @@ def _compiling_notice(after: float = 2.0) -> Iterator[None]:
         yield
     finally:
         timer.cancel()
+
+
+def keep_rows(terms: np.ndarray, theta: float) -> np.ndarray:
+    """The kept mask of θ-selection (0 < θ < 1) over float64 ``terms`` (N, K), rows in
+    parallel: what ``policy.theta_keep`` returns, without sorting every row."""
+    kept = np.zeros(terms.shape, dtype=np.bool_)
+    with _compiling_notice() if not _keep_rows.signatures else contextlib.nullcontext():
+        _keep_rows(np.ascontiguousarray(terms, dtype=np.float64), float(theta), kept)
+    return kept
 
 
 def set_threads(threads: int) -> None:

@@ -56,7 +56,8 @@ def theta_keep(terms: Tensor, theta: float) -> tuple[Tensor, Tensor]:
         first_enough = (total - larger).abs() < theta * total.abs()
         cut = torch.where(first_enough, mag.amax(dim=1), mag.amin(dim=1))
         return (mag >= cut[:, None]) & nonzero & moved[:, None], total
-    sorted_mag, order = mag.sort(dim=1, descending=True)
+    # stable: equal magnitudes keep edge order (docs/spec.md §4, step 2)
+    sorted_mag, order = mag.sort(dim=1, descending=True, stable=True)
     partial = terms.gather(1, order).cumsum(dim=1)
     reached = (total[:, None] - partial).abs() < theta * total.abs()[:, None]
     # k* is the first k that reaches; rounding can leave none reached, then keep all.
@@ -80,7 +81,14 @@ class NNSlicerPolicy(SelectionPolicy):
         self.theta = float(theta)
 
     def weighted_sum(self, terms: Tensor, c_sign: Tensor, y_raw: Tensor) -> Tensor:
-        kept, total = theta_keep(terms, self.theta)
+        from . import kernels
+
+        if (kernels.ENABLED and terms.device.type == "cpu" and terms.shape[1] > 2
+                and 0 < self.theta):  # the same selection, without sorting every row
+            kept = torch.from_numpy(kernels.keep_rows(terms.double().numpy(), self.theta))
+            total = terms.sum(dim=1)
+        else:
+            kept, total = theta_keep(terms, self.theta)
         signs = (c_sign * total.sign().to(c_sign.dtype))[:, None] * terms.sign().to(c_sign.dtype)
         return signs * kept
 
