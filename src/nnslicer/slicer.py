@@ -24,13 +24,7 @@ from .criterion import (
 from .errors import InputError, ProfileMismatch, TraceError
 from .forward.recorder import learn_layouts, record_values
 from .parallel.executor import Executor, SerialExecutor, make_executor
-from .profile.profile import (
-    ClassChoice,
-    Profile,
-    check_batch,
-    parameter_hash,
-    profile_batches,
-)
+from .profile.profile import ClassChoice, Profile, check_batch, profile_batches
 from .results.slice import Slice
 from .rules.default import default_rules
 from .rules.ruleset import RuleSet
@@ -87,10 +81,9 @@ class Slicer:
         self._model = model
         self._graph: OperatorGraph | None = None
         self._profile: Profile | None = None
-        # in-place version counters of the weights when the profile was taken or checked: a
-        # cheap test for "changed since profiling" before hashing them again
+        # in-place version counters of the user's weights when the graph copied them (or when
+        # they were last found equal to the copy): a cheap test before comparing values
         self._weight_versions: list[int] | None = None
-        self._weight_hash = ""
         try:
             self._trace(example_input)
         except NeedsConcreteShapes:
@@ -123,6 +116,7 @@ class Slicer:
         self.rules.bind(graph)
         graph.module.to(self.device)
         self._graph = graph
+        self._weight_versions = _weight_versions(self._model)
 
     def ready(self, x: Tensor) -> OperatorGraph:
         """The traced graph, tracing (and finding where each node keeps its samples) with the
@@ -151,7 +145,6 @@ class Slicer:
         """
         show = self.progress if progress is None else progress
         self._profile = self.executor.profile(self, data, progress=show, classes=classes)
-        self._remember_weights()
         return self._profile
 
     def profile_here(self, data: Iterable | Tensor, progress: bool = False,
@@ -190,28 +183,23 @@ class Slicer:
             self.ready(profile.example_input())
         profile.check_model(self.graph)
         self._profile = profile.to(self.device)
-        self._remember_weights()
         return self._profile
 
-    def _remember_weights(self) -> None:
-        self._weight_versions = _weight_versions(self._model)
-        self._weight_hash = parameter_hash(self._model)
-
     def _check_profile_is_current(self) -> None:
-        """ProfileMismatch if the user's model was changed in place since profiling (its
-        version counters moved and its parameter hash no longer matches): the slicer works on
-        its own copy made by ``Slicer(model)``, so its slices and profile would be of the old
-        weights."""
+        """ProfileMismatch if the user's model was changed in place after the slicer copied
+        it (its version counters moved and a weight the graph uses now differs from the copy):
+        the profile and the slices are of the copy, so they would describe the old weights."""
         if self._weight_versions is None:
             return
         now = _weight_versions(self._model)
         if now == self._weight_versions:
             return
-        if parameter_hash(self._model) != self._weight_hash:
+        changed = _changed_weight(self._model, self._graph.module)
+        if changed is not None:
             raise ProfileMismatch(
-                "the model's weights changed after it was profiled; this Slicer holds a copy "
-                "of the weights as they were at Slicer(model): make a new Slicer(model) and "
-                "profile it again")
+                f"the model's weights changed after it was profiled ('{changed}' first); this "
+                "Slicer holds a copy of the weights as they were at Slicer(model): make a new "
+                "Slicer(model) and profile it again")
         self._weight_versions = now
 
     @property
@@ -397,3 +385,14 @@ __all__ = ["EffectivePath", "SerialExecutor", "Slicer"]
 
 def _weight_versions(module: nn.Module) -> list[int]:
     return [t._version for t in (*module.parameters(), *module.buffers())]
+
+
+def _changed_weight(model: nn.Module, copy: nn.Module) -> str | None:
+    """The first parameter or buffer of the traced ``copy`` whose value differs from the
+    user's ``model`` under the same name (None if all are equal)."""
+    own = dict(model.named_parameters()) | dict(model.named_buffers())
+    for name, value in (*copy.named_parameters(), *copy.named_buffers()):
+        mine = own.get(name)
+        if mine is not None and not torch.equal(mine.detach().to(value.device), value.detach()):
+            return name
+    return None
