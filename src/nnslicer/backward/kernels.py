@@ -27,6 +27,7 @@ import contextlib
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -278,6 +279,12 @@ if AVAILABLE:
                             syn_out[chunk, srow, k] += 1
 
 
+def _first_call(kernel: Any) -> contextlib.AbstractContextManager[None]:
+    """Around a call of ``kernel``: on its first call in this process (it is compiled, or
+    loaded from numba's disk cache) a compiling notice, later nothing."""
+    return contextlib.nullcontext() if kernel.signatures else _compiling_notice()
+
+
 @contextlib.contextmanager
 def _compiling_notice(after: float = 2.0) -> Iterator[None]:
     """Say on stderr that the kernels are compiling if loading them takes over ``after``
@@ -297,7 +304,7 @@ def keep_rows(terms: np.ndarray, theta: float) -> np.ndarray:
     """The kept mask of θ-selection (0 < θ < 1) over float64 ``terms`` (N, K), rows in
     parallel: what ``policy.theta_keep`` returns, without sorting every row."""
     kept = np.zeros(terms.shape, dtype=np.bool_)
-    with _compiling_notice() if not _keep_rows.signatures else contextlib.nullcontext():
+    with _first_call(_keep_rows):
         _keep_rows(np.ascontiguousarray(terms, dtype=np.float64), float(theta), kept)
     return kept
 
@@ -339,9 +346,7 @@ def weighted_windows(src: np.ndarray, rowbase: np.ndarray, koff: np.ndarray, w: 
     slots = starts.shape[0] - 1 if overlapping else 1
     out = np.zeros((slots, src.shape[0]), dtype=np.float64)  # chunk_starts gives >= 1 chunk
     syn_out = np.zeros((starts.shape[0] - 1, syn.shape[0], koff.shape[0]), dtype=np.int32)
-    # the first call in a process compiles the kernels, or loads them from numba's disk cache
-    first = not _weighted_windows.signatures
-    with _compiling_notice() if first else contextlib.nullcontext():
+    with _first_call(_weighted_windows):
         _weighted_windows(src, rowbase, koff, w, xrow, wrow, csign, yraw, synrow, starts, mode,
                           theta, out, syn_out)
     _add_chunks(syn_out, syn)
