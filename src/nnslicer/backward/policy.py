@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from . import kernels
 
 DEAD_OUTPUT_RATIO = 1e-3
 
@@ -81,8 +82,6 @@ class NNSlicerPolicy(SelectionPolicy):
         self.theta = float(theta)
 
     def weighted_sum(self, terms: Tensor, c_sign: Tensor, y_raw: Tensor) -> Tensor:
-        from . import kernels
-
         if (kernels.ENABLED and terms.device.type == "cpu" and terms.shape[1] > 2
                 and 0 < self.theta):  # the same selection, without sorting every row
             kept = torch.from_numpy(kernels.keep_rows(terms.double().numpy(), self.theta))
