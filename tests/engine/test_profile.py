@@ -41,8 +41,12 @@ def test_both_accumulation_paths_are_exercised() -> None:
     assert max(sizes) >= _ClassSums.PER_SAMPLE_MIN > min(sizes)
 
 
+@pytest.mark.parametrize("kept", ["all", None, [1, 3]])
 @pytest.mark.parametrize("labelled", [True, False])
-def test_class_sums_equal_direct_float64_sums(labelled: bool) -> None:
+def test_class_sums_equal_direct_float64_sums(labelled: bool, kept: object,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # runs of up to two large samples are summed first, longer ones added sample by sample
+    monkeypatch.setattr(_ClassSums, "RUN_SUM_MAX", 2 * _ClassSums.PER_SAMPLE_MIN)
     slicer = nnslicer.Slicer(wide_model())
     g = torch.Generator().manual_seed(1)
     x = torch.rand(23, 1, 32, 32, generator=g, dtype=torch.float64)
@@ -51,14 +55,19 @@ def test_class_sums_equal_direct_float64_sums(labelled: bool) -> None:
     labels = torch.randint(0, 5, (23,), generator=g) if labelled else predicted
     parts = [(x[:7], labels[:7]), (x[7:16], labels[7:16]), (x[16:], labels[16:])]
     data = parts if labelled else [p[0] for p in parts]
-    # chunk_size 4 splits the held batches (the first one always, all when unlabelled)
-    profile = profile_batches(lambda x: (slicer.graph, x), data, chunk_size=4)
+    # chunk_size 4 splits the batches (unlabelled ones are held per chunk when rows are kept)
+    profile = profile_batches(lambda x: (slicer.graph, x), data, chunk_size=4, classes=kept)
     want = direct_class_sums(slicer, x, labels, 5)
+    rows = [0, 1, 2, 3, 4] if kept == "all" else kept or []
+    assert profile.class_ids.tolist() == rows
     assert profile.class_counts.tolist() == torch.bincount(labels, minlength=5).tolist()
-    assert set(profile.class_sums) == set(want)
+    assert set(profile.sums) == set(want)
+    assert set(profile.class_sums) == (set(want) if rows else set())
     for name, sums in want.items():
-        torch.testing.assert_close(profile.class_sums[name], sums, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(profile.sums[name], sums.sum(0), rtol=1e-12, atol=1e-12)
+        if rows:
+            torch.testing.assert_close(profile.class_sums[name], sums[rows], rtol=1e-12,
+                                       atol=1e-12)
 
 
 def test_out_of_range_labels_in_first_and_later_batches() -> None:
@@ -72,7 +81,8 @@ def test_out_of_range_labels_in_first_and_later_batches() -> None:
 
 
 def test_float32_values_are_summed_in_float64() -> None:
-    """A float32 model: each batch is run whole here, so the direct sums see the same values."""
+    """A float32 model: each batch is run whole here (chunks of up to 64 samples), so the direct
+    sums see the same values."""
     slicer = nnslicer.Slicer(wide_model().float())
     g = torch.Generator().manual_seed(2)
     batches = [torch.rand(n, 1, 32, 32, generator=g) * 1e4 for n in (5, 6)]

@@ -8,6 +8,7 @@ accumulated with their samples first (trace.layout), so a node whose batch is no
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError, ProfileMismatch
-from ..forward.recorder import stream_values
+from ..forward.recorder import learn_layouts, stream_values
 from ..hashing import tensor_digest
 from ..storage import load_tensors, save_tensors
 from ..trace.graph import OperatorGraph
@@ -222,11 +223,14 @@ class _ClassSums:
     filled batch by batch. With every class kept the overall sums are the class rows' sum."""
 
     # Large values are added per run of same-class samples, in place (a float32 sample into a
-    # float64 row converts on the fly; a run of several is summed in float64 first, so the big
-    # class row is read and written once per run): ~2x cheaper than converting the batch and
-    # index_add_-ing it, and more with long runs. For small values the per-run calls cost more
-    # than they save.
+    # float64 row converts on the fly): ~2x cheaper than converting the batch and index_add_-ing
+    # it. For small values the per-run calls cost more than they save.
     PER_SAMPLE_MIN = 16384
+    # A run is summed in float64 first (the row is then read and written once) only while it
+    # holds at most this many values: beyond ~1 M, torch's sum(0, dtype=float64) converts the
+    # whole run first and becomes 10x slower than adding sample by sample (16 x 256 x 56 x 56:
+    # 33 ms vs 3.0 ms, 2 threads).
+    RUN_SUM_MAX = 1 << 20
 
     def __init__(self, num_classes: int, kept: list[int], device: torch.device):
         self.sums: dict[str, Tensor] = {}
@@ -243,15 +247,16 @@ class _ClassSums:
         if ((classes < 0) | (classes >= k)).any():
             raise InputError(f"labels must be in [0, {k}) for this model's {k} outputs")
 
-    def add(self, name: str, v: Tensor, classes: Tensor, runs: list[tuple[int, int, int]]
-            ) -> None:
-        """Add a batch's values of one node; ``runs`` = (class, start, stop) of ``classes``."""
+    def add(self, name: str, v: Tensor, classes: Tensor | None,
+            runs: list[tuple[int, int, int]]) -> None:
+        """Add a batch's values of one node; ``runs`` = (class, start, stop) of ``classes``
+        (None when no class rows are kept)."""
         if not self.every_class:
             total = self.totals.get(name)
             if total is None:
                 total = self.totals[name] = torch.zeros(v.shape[1:], dtype=torch.float64,
                                                         device=v.device)
-            total.add_(v.sum(0, dtype=torch.float64))
+            self._add_samples(total, v)
             if not self.kept:
                 return
         sums = self.sums.get(name)
@@ -263,12 +268,20 @@ class _ClassSums:
                 r = int(self.row[c])
                 if r < 0:
                     continue
-                if stop - start == 1:
-                    sums[r].add_(v[start])
-                else:
-                    sums[r].add_(v[start:stop].sum(0, dtype=torch.float64))
+                self._add_samples(sums[r], v[start:stop])
         else:  # index_add_ is ~5x cheaper than a (classes x batch) one-hot GEMM on CPU
             sums.index_add_(0, classes, v.to(torch.float64))
+
+    @classmethod
+    def _add_samples(cls, row: Tensor, v: Tensor) -> None:
+        """row += the sum of the samples v[0], v[1], … (float64 accumulation)."""
+        if len(v) == 1:
+            row.add_(v[0])
+        elif v.numel() <= cls.RUN_SUM_MAX:
+            row.add_(v.sum(0, dtype=torch.float64))
+        else:
+            for sample in v:
+                row.add_(sample)
 
     def count(self, classes: Tensor) -> None:
         self.counts += torch.bincount(classes, minlength=self.counts.numel())
@@ -320,6 +333,53 @@ def _samples_first(layouts: dict[str, Any], batch: int,
     return receive
 
 
+def _held_pass(graph: OperatorGraph, layouts: dict[str, Any], x: Tensor
+               ) -> tuple[list[tuple[str, Tensor]], Tensor]:
+    """Every node's value (samples first) and the logits of one forward pass over ``x``."""
+    held: list[tuple[str, Tensor]] = []
+    logits = stream_values(graph, x, _samples_first(
+        layouts, x.shape[0], lambda name, v: held.append((name, v))))
+    return held, _check_logits(logits)
+
+
+def _add_held(acc: _ClassSums, held: list[tuple[str, Tensor]], classes: Tensor) -> None:
+    acc.check(classes)
+    runs = _runs(classes)
+    for name, v in held:
+        acc.add(name, v, classes, runs)
+    acc.count(classes)
+
+
+def _sums_for(graph: OperatorGraph, classes: ClassChoice, device: torch.device) -> _ClassSums:
+    """Empty sums sized from one sample's shapes (the class count is the output's width)."""
+    out = graph.sample_shapes.get(graph.output_name)
+    if out is None or len(out) != 1:
+        _check_logits(torch.empty(1, *(out or ())))  # the one-line error for other outputs
+    points = sum(math.prod(shape) for shape in graph.sample_shapes.values())
+    return _ClassSums(out[0], _kept_classes(classes, out[0], points), device)
+
+
+def _add_chunk(acc: _ClassSums, graph: OperatorGraph, layouts: dict[str, Any], x: Tensor,
+               labels: Tensor | None) -> None:
+    """Add one chunk's values. They are streamed (each added as soon as it is computed: holding
+    a chunk's values costs page faults, ResNet-10's forward 131 → 189 ms per 16 samples) unless
+    unlabelled samples need class rows: their class, the prediction, is known only at the end."""
+    if labels is not None:
+        acc.check(labels)
+        # samples of one class side by side: each class row is updated once per run
+        labels, order = labels.sort(stable=True)
+        add = functools.partial(acc.add, classes=labels, runs=_runs(labels))
+        stream_values(graph, x[order], _samples_first(layouts, len(labels), add))
+        acc.count(labels)
+    elif not acc.kept:  # no class rows: only the overall sums, and the predictions counted
+        add = functools.partial(acc.add, classes=None, runs=[])
+        logits = stream_values(graph, x, _samples_first(layouts, x.shape[0], add))
+        acc.count(_check_logits(logits).argmax(1))
+    else:
+        held, logits = _held_pass(graph, layouts, x)
+        _add_held(acc, held, logits.argmax(1))
+
+
 #: prepares a batch for the model: the traced graph (traced at the first batch if needed) and
 #: the batch converted to the model's dtype
 Prepare = Callable[[Tensor], tuple[OperatorGraph, Tensor]]
@@ -333,10 +393,9 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
     ``chunk_size`` samples at a time (so memory does not grow with the caller's batch size; a
     function of the first batch when it depends on the model).
 
-    Labelled chunks are streamed: each node's value is added to its sums as soon as it is
-    computed. Unlabelled samples count for the class the model predicts, known only at the end
-    of the pass, so a chunk's values are held until then (so are the first chunk's, until the
-    number of classes is known). ``classes``: which classes get per-class sums (ClassChoice).
+    Chunks are streamed (see _add_chunk), except that unlabelled samples with class rows to
+    fill are held until their prediction is known. ``classes``: which classes get per-class
+    sums (ClassChoice).
     """
     from tqdm.auto import tqdm
 
@@ -349,37 +408,21 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
         check_batch(x, input_shape, "profiling batch")
         input_shape, input_dtype = tuple(x.shape[1:]), x.dtype
         graph, x = prepare(x)
-        layouts = graph.layouts or {}
         if callable(chunk_size):
             chunk_size = chunk_size(x)
         x = x.to(device)
+        if graph.layouts is None:
+            learn_layouts(graph, x[:1])
+        layouts = graph.layouts
         labels = None if labels is None else labels.to(x.device).long()
         if labels is not None and labels.numel() != x.shape[0]:
             raise InputError(f"{labels.numel()} labels for a batch of {x.shape[0]} inputs")
         for start in range(0, x.shape[0], chunk_size):
             part_x = x[start:start + chunk_size]
             part = None if labels is None else labels[start:start + chunk_size]
-            if part is not None and acc is not None:
-                acc.check(part)
-                # samples of one class side by side: each class row is updated once per run
-                part, order = part.sort(stable=True)
-                add = functools.partial(acc.add, classes=part, runs=_runs(part))
-                stream_values(graph, part_x[order], _samples_first(layouts, len(part), add))
-                acc.count(part)
-                continue
-            held: list[tuple[str, Tensor]] = []
-            logits = _check_logits(stream_values(graph, part_x, _samples_first(
-                layouts, part_x.shape[0], lambda name, v, held=held: held.append((name, v)))))
             if acc is None:
-                points = sum(v[0].numel() for _, v in held)
-                kept = _kept_classes(classes, logits.shape[1], points)
-                acc = _ClassSums(logits.shape[1], kept, x.device)
-            part = logits.argmax(1) if part is None else part
-            acc.check(part)
-            runs = _runs(part)
-            for name, v in held:
-                acc.add(name, v, part, runs)
-            acc.count(part)
+                acc = _sums_for(graph, classes, x.device)
+            _add_chunk(acc, graph, layouts, part_x, part)
     if acc is None:
         raise InputError("the profiling data is empty; give at least one batch")
     sums = acc.overall()
