@@ -38,6 +38,7 @@ class BackwardState:
         self.synapses: dict[str, Tensor] = {}
         self._references: dict[str, Tensor] = {}
         self._deltas: dict[str, Tensor] = {}
+        self._summed: set[str] = set()  # nodes whose held contribution the engine allocated
 
     def layout(self, name: str) -> BatchLayout:
         return self.layouts.get(name, STANDARD)
@@ -64,10 +65,17 @@ class BackwardState:
         return self._deltas[name]
 
     def add_contrib(self, name: str, contrib: Tensor) -> None:
-        if name in self.contribs:
-            self.contribs[name] += contrib
+        """Add a rule's contribution to a node. The first one is kept as it is (no copy: rules
+        send tensors they do not touch again, and may send one tensor to several operands), so
+        only a sum the engine made itself is ever added to in place."""
+        held = self.contribs.get(name)
+        if held is None:
+            self.contribs[name] = contrib
+        elif name in self._summed:
+            held += contrib
         else:
-            self.contribs[name] = contrib.clone()
+            self.contribs[name] = held + contrib
+            self._summed.add(name)
 
     def per_sample_synapses(self, name: str) -> bool:
         """Whether this weight's synapses are kept per sample (only the wanted ones are: a
