@@ -150,12 +150,28 @@ def split_target(target: Target, start: int, stop: int) -> Target:
     return target
 
 
-def merge_parts(parts: list[dict[str, Tensor]], per_sample: bool) -> dict[str, Tensor]:
-    """Contributions of consecutive chunks: concatenated per sample, else added."""
-    if per_sample:
+class ChunkResults:
+    """Contributions of consecutive chunks: per sample, kept to be concatenated in chunk order;
+    else added up as they arrive (any order: they are integers), so memory does not grow with
+    the number of chunks. A chunk's tensors are its own (run_backward allocates them), so the
+    first becomes the running total."""
+
+    def __init__(self, per_sample: bool):
+        self.per_sample = per_sample
+        self._parts: dict[int, dict[str, Tensor]] = {}
+        self._total: dict[str, Tensor] | None = None
+
+    def add(self, part: dict[str, Tensor], index: int | None = None) -> None:
+        if self.per_sample:
+            self._parts[len(self._parts) if index is None else index] = part
+        elif self._total is None:
+            self._total = part
+        else:
+            for k, v in part.items():
+                self._total[k] += v
+
+    def merged(self) -> dict[str, Tensor]:
+        if not self.per_sample:
+            return self._total or {}
+        parts = [self._parts[i] for i in sorted(self._parts)]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    total = {k: v.clone() for k, v in parts[0].items()}
-    for part in parts[1:]:
-        for k, v in part.items():
-            total[k] += v
-    return total

@@ -13,11 +13,11 @@ from torch import Tensor, nn
 from .backward.engine import ReferenceFn, run_backward
 from .backward.policy import EffectivePathPolicy, NNSlicerPolicy, SelectionPolicy
 from .criterion import (
+    ChunkResults,
     Neurons,
     Outputs,
     Target,
     criterion_seeds,
-    merge_parts,
     resolve_target,
     split_target,
 )
@@ -46,6 +46,9 @@ class Slicer:
     slices). ``batch_size`` bounds how many samples are sliced at once; profiling, which holds
     far less per sample, runs ``4 * batch_size`` samples at a time; both run fewer when that
     many samples' recorded values would not fit ``memory_budget`` bytes (an ImageNet model).
+    The budget is for the chunk's own values; the process holds the model, its copy, the
+    profile (8 bytes per point of one sample) and the allocator's caches besides (ResNet-50 at
+    3×224×224: 2 GiB gives chunks of 2 samples and a peak RSS of about 3.3 GiB).
     ``executor``: None (this process), ``"ray"`` (a local Ray cluster), a Ray address, or an
     :class:`~nnslicer.parallel.Executor`.
     """
@@ -56,7 +59,7 @@ class Slicer:
                  executor: str | Executor | None = None, num_workers: int = 2,
                  example_input: Tensor | None = None,
                  composites: CompositeLayers | None = None,
-                 memory_budget: int = 3 << 30):
+                 memory_budget: int = 2 << 30):
         if not isinstance(model, nn.Module):
             raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
         if model.training:
@@ -270,18 +273,19 @@ class Slicer:
         """Slice in this process, ``batch_size`` samples at a time (arguments checked)."""
         from tqdm.auto import tqdm
 
-        neurons, synapses, targets = [], [], []
+        neurons, synapses = ChunkResults(per_sample), ChunkResults(per_sample)
+        targets: list[int] = []
         step = self.slice_chunk_samples(x)
         starts = range(0, x.shape[0], step)
         for start in tqdm(starts, desc="slicing", unit="chunk", disable=not self.progress):
             stop = min(start + step, x.shape[0])
             n, s, classes = self.slice_chunk(x[start:stop], split_target(target, start, stop),
                                              reference, per_sample, outputs)
-            neurons.append(n)
-            synapses.append(s)
+            neurons.add(n)
+            synapses.add(s)
             if classes is not None:
                 targets.extend(classes)
-        return Slice(merge_parts(neurons, per_sample), merge_parts(synapses, per_sample),
+        return Slice(neurons.merged(), synapses.merged(),
                      self.meta(x.shape[0], reference, per_sample, targets, target))
 
     def slice_chunk(self, x: Tensor, target: Target, reference: str, per_sample: bool,

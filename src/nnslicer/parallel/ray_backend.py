@@ -324,7 +324,7 @@ class RayPool:
     def slice_checked(self, x: Tensor, target: Target, reference: str, per_sample: bool,
                       outputs: Outputs, *, shard_size: int | None = None) -> Slice:
         """``slice`` for arguments the slicer has checked (Slicer.check_slice_args)."""
-        from ..criterion import Neurons, merge_parts, split_target
+        from ..criterion import ChunkResults, Neurons, split_target
         from ..results.slice import Slice
 
         slicer = self.slicer
@@ -348,29 +348,18 @@ class RayPool:
                 yield i, (x[start:stop], split_target(target, start, stop), reference, per_sample,
                           outputs)
 
-        parts: dict[int, tuple] = {}
-        totals: list[dict[str, Tensor]] = []
+        metas: dict[int, dict[str, Any]] = {}
+        neurons, synapses = ChunkResults(per_sample), ChunkResults(per_sample)
 
         def collect(index: int, part: tuple) -> None:
-            neurons, synapses, meta = part
-            if per_sample:  # concatenated in sample order at the end
-                parts[index] = part
-                return
-            parts[index] = (None, None, meta)  # added as they arrive: integers, any order
-            totals[:] = [neurons, synapses] if not totals else [
-                merge_parts([acc, new], False) for acc, new in zip(totals, (neurons, synapses),
-                                                                   strict=True)]
+            neurons.add(part[0], index)
+            synapses.add(part[1], index)
+            metas[index] = part[2]
 
         count = self._run("slice", shards(), collect, total=-(-n // step))
-        ordered = [parts[i] for i in range(count)]
-        targets = [t for p in ordered for t in p[2].get("targets", [])]
+        targets = [t for i in range(count) for t in metas[i].get("targets", [])]
         meta = slicer.meta(n, reference, per_sample, targets, target)  # the driver's names
-        if per_sample:
-            neurons = merge_parts([p[0] for p in ordered], True)
-            synapses = merge_parts([p[1] for p in ordered], True)
-        else:
-            neurons, synapses = totals
-        return Slice(neurons, synapses, meta)
+        return Slice(neurons.merged(), synapses.merged(), meta)
 
     # ------------------------------------------------------------------- profiling
     def profile(self, data: Iterable | Tensor, *, shard_batches: int = 4,
