@@ -85,21 +85,22 @@ class MatmulRule(Rule):
         db_t = db.transpose(1, 2)
         c = step.c_out.reshape(-1, I, J)
         y = step.value_out.reshape(-1, I, J)
-        ca = torch.zeros(da.shape, dtype=torch.float64, device=da.device)
-        cb_t = torch.zeros(db_t.shape, dtype=torch.float64, device=da.device)
+        # signs of a[m, i, :] and of bᵀ[m, j, :], one row per (matrix, row): whole rows are
+        # added (index_add_), ~10x cheaper than index_put_ of every (m, i, k) on CPU
+        ca = torch.zeros(da.shape, dtype=torch.int64, device=da.device)
+        cb_t = torch.zeros(db_t.shape, dtype=torch.int64, device=da.device)
+        ca_rows, cb_rows = ca.view(-1, K), cb_t.view(-1, K)
         nz = c.nonzero()
-        ks = torch.arange(K, device=da.device)
         chunk = max(1, TERM_BUDGET // (2 * K))
         for s in range(0, nz.shape[0], chunk):
             m, i, j = nz[s : s + chunk].unbind(1)
             terms = torch.cat([da[m, i] * mb_t[m, j], db_t[m, j] * ma[m, i]], dim=1)
             signs = step.policy.weighted_sum(terms, c[m, i, j].sign(),
-                                             y[m, i, j].to(torch.float64)).to(torch.float64)
-            ca.index_put_((m[:, None], i[:, None], ks[None]), signs[:, :K], accumulate=True)
-            cb_t.index_put_((m[:, None], j[:, None], ks[None]), signs[:, K:], accumulate=True)
+                                             y[m, i, j].to(torch.float64)).to(torch.int64)
+            ca_rows.index_add_(0, m * I + i, signs[:, :K])
+            cb_rows.index_add_(0, m * J + j, signs[:, K:])
         for operand, contrib, shape in ((a, ca, a_shape), (b, cb_t.transpose(1, 2), b_shape)):
-            full = contrib.reshape(shape).round().to(torch.int64)
-            step.send(operand, sum_to_shape(full, step.value(operand).shape))
+            step.send(operand, sum_to_shape(contrib.reshape(shape), step.value(operand).shape))
 
 
 ENTRIES: list[Entry] = [
