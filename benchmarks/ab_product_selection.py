@@ -2,10 +2,18 @@
 (the A/B of the product-term selection kernel, benchmarks/NOTES.md).
 
     git archive <old commit> src | tar -x -C /tmp/eng_old
-    python benchmarks/ab_product_selection.py
+    python benchmarks/ab_product_selection.py [OLD_SRC]
+
+Each process prints seconds per sample and the total |synapse count| (equal for equal
+slices); the engines run old, new, old, new…
 """
 
-import json, subprocess, sys, statistics
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+NEW_SRC = str(Path(__file__).resolve().parent.parent / "src")
 CASE = r'''
 import sys, time, torch
 sys.path.insert(0, SRC)
@@ -22,11 +30,21 @@ s.slice(x[:2])
 t = time.perf_counter(); r = s.slice(x[2:]); dt = (time.perf_counter() - t) / 16
 print(dt, int(sum(v.abs().sum() for v in r.synapses.values())))
 '''
-res = {"old": [], "new": []}
-for rep in range(3):
-    for name, src in (("old", "/tmp/eng_old/src"), ("new", "/work/main/src")):
-        out = subprocess.run([sys.executable, "-c", f"SRC={src!r}\n" + CASE], capture_output=True, text=True).stdout.split()
-        res[name].append((float(out[0]), int(out[1])))
-        print(name, out, flush=True)
-for k, v in res.items():
-    print(k, "median s/sample", statistics.median(a for a, _ in v), "synapse |sum|", {b for _, b in v})
+
+
+def main() -> None:
+    old_src = sys.argv[1] if len(sys.argv) > 1 else "/tmp/eng_old/src"
+    results: dict[str, list[tuple[float, int]]] = {"old": [], "new": []}
+    for _ in range(3):
+        for name, src in (("old", old_src), ("new", NEW_SRC)):
+            out = subprocess.run([sys.executable, "-c", f"SRC={src!r}\n" + CASE],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            results[name].append((float(out[0]), int(out[1])))
+            print(name, out, flush=True)
+    for name, runs in results.items():
+        print(name, "median s/sample", statistics.median(s for s, _ in runs),
+              "synapse |sum|", {total for _, total in runs})
+
+
+if __name__ == "__main__":
+    main()
