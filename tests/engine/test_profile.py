@@ -132,3 +132,17 @@ def test_class_tables_are_the_callers_choice() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert nnslicer.Slicer(model).profile(data).class_ids.numel() == 4
+
+
+def test_profiling_refuses_an_output_that_is_not_batch_by_classes() -> None:
+    class Grid(nn.Module):  # (batch, 3, 4) scores
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 12)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x).view(-1, 3, 4)
+
+    with pytest.raises(nnslicer.InputError, match=r"output has shape \(1, 3, 4\); nnslicer "
+                                                  r"needs \(batch, classes\)"):
+        nnslicer.Slicer(Grid().eval()).profile(torch.rand(5, 4))

@@ -353,8 +353,11 @@ def _add_held(acc: _ClassSums, held: list[tuple[str, Tensor]], classes: Tensor) 
 def _sums_for(graph: OperatorGraph, classes: ClassChoice, device: torch.device) -> _ClassSums:
     """Empty sums sized from one sample's shapes (the class count is the output's width)."""
     out = graph.sample_shapes.get(graph.output_name)
-    if out is None or len(out) != 1:
-        _check_logits(torch.empty(1, *(out or ())))  # the one-line error for other outputs
+    if out is None:
+        raise InputError("the model output does not depend on its input; nnslicer needs "
+                         "(batch, classes) scores computed from it")
+    if len(out) != 1:
+        _check_logits(torch.empty(1, *out))  # the one-line error naming the output's shape
     points = sum(math.prod(shape) for shape in graph.sample_shapes.values())
     return _ClassSums(out[0], _kept_classes(classes, out[0], points), device)
 
