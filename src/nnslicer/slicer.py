@@ -24,7 +24,13 @@ from .criterion import (
 from .errors import InputError, ProfileMismatch, TraceError
 from .forward.recorder import learn_layouts, record_values
 from .parallel.executor import Executor, SerialExecutor, make_executor
-from .profile.profile import ClassChoice, Profile, check_batch, profile_batches
+from .profile.profile import (
+    ClassChoice,
+    Profile,
+    check_batch,
+    check_output_shape,
+    profile_batches,
+)
 from .results.slice import Slice
 from .rules.default import default_rules
 from .rules.ruleset import RuleSet
@@ -294,10 +300,7 @@ class Slicer:
         graph = self.graph
         values = record_values(graph, x.to(self.device))
         logits = values[graph.output_name]
-        if logits.dim() != 2:
-            raise InputError(
-                f"the model output has shape {tuple(logits.shape)}; nnslicer needs (batch, classes)"
-            )
+        check_output_shape(logits.shape)
         seeds, classes = criterion_seeds(graph, target, values, x.shape[0])
         ref = self._reference(reference, logits.argmax(1))
         neurons, synapses = run_backward(graph, values, seeds, ref, self.policy, per_sample,

@@ -201,13 +201,11 @@ def check_batch(x: Tensor, expected: tuple[int, ...] | None, what: str) -> None:
         raise InputError(f"{what} contains NaN or Inf values; clean the inputs first")
 
 
-def _check_logits(logits: object) -> Tensor:
-    if not isinstance(logits, Tensor) or logits.dim() != 2:
-        raise InputError(
-            f"the model output has shape {tuple(getattr(logits, 'shape', ()))}; nnslicer needs "
-            "(batch, classes)"
-        )
-    return logits
+def check_output_shape(shape: Sequence[int]) -> None:
+    """InputError unless the model output (this shape, batch included) is (batch, classes)."""
+    if len(shape) != 2:
+        raise InputError(f"the model output has shape {tuple(shape)}; nnslicer needs "
+                         "(batch, classes)")
 
 
 #: Largest per-class table (classes × points × 8 bytes) profiled by default.
@@ -333,31 +331,13 @@ def _samples_first(layouts: dict[str, Any], batch: int,
     return receive
 
 
-def _held_pass(graph: OperatorGraph, layouts: dict[str, Any], x: Tensor
-               ) -> tuple[list[tuple[str, Tensor]], Tensor]:
-    """Every node's value (samples first) and the logits of one forward pass over ``x``."""
-    held: list[tuple[str, Tensor]] = []
-    logits = stream_values(graph, x, _samples_first(
-        layouts, x.shape[0], lambda name, v: held.append((name, v))))
-    return held, _check_logits(logits)
-
-
-def _add_held(acc: _ClassSums, held: list[tuple[str, Tensor]], classes: Tensor) -> None:
-    acc.check(classes)
-    runs = _runs(classes)
-    for name, v in held:
-        acc.add(name, v, classes, runs)
-    acc.count(classes)
-
-
 def _sums_for(graph: OperatorGraph, classes: ClassChoice, device: torch.device) -> _ClassSums:
     """Empty sums sized from one sample's shapes (the class count is the output's width)."""
     out = graph.sample_shapes.get(graph.output_name)
     if out is None:
         raise InputError("the model output does not depend on its input; nnslicer needs "
                          "(batch, classes) scores computed from it")
-    if len(out) != 1:
-        _check_logits(torch.empty(1, *out))  # the one-line error naming the output's shape
+    check_output_shape((1, *out))  # checked once here: every batch's output has this shape
     points = sum(math.prod(shape) for shape in graph.sample_shapes.values())
     return _ClassSums(out[0], _kept_classes(classes, out[0], points), device)
 
@@ -376,11 +356,16 @@ def _add_chunk(acc: _ClassSums, graph: OperatorGraph, layouts: dict[str, Any], x
         acc.count(labels)
     elif not acc.kept:  # no class rows: only the overall sums, and the predictions counted
         add = functools.partial(acc.add, classes=None, runs=[])
-        logits = stream_values(graph, x, _samples_first(layouts, x.shape[0], add))
-        acc.count(_check_logits(logits).argmax(1))
+        acc.count(stream_values(graph, x, _samples_first(layouts, x.shape[0], add)).argmax(1))
     else:
-        held, logits = _held_pass(graph, layouts, x)
-        _add_held(acc, held, logits.argmax(1))
+        held: list[tuple[str, Tensor]] = []
+        logits = stream_values(graph, x, _samples_first(
+            layouts, x.shape[0], lambda name, v: held.append((name, v))))
+        predicted = logits.argmax(1)
+        runs = _runs(predicted)
+        for name, v in held:
+            acc.add(name, v, predicted, runs)
+        acc.count(predicted)
 
 
 #: prepares a batch for the model: the traced graph (traced at the first batch if needed) and
