@@ -63,14 +63,18 @@ if AVAILABLE:
             idx[j + 1] = v
 
     @njit(cache=True)
-    def _scan_level(t, idx, n, lo, hi, total, bound, s, bid, order, b_pos,
-                    b_neg):  # pragma: no cover - compiled
-        """Visit the n terms idx[:n] (|t| in [lo, hi]) in rank order, from partial sum s.
+    def _scan_values(vals, n, lo, hi, total, bound, s, bid, order, b_pos,
+                     b_neg):  # pragma: no cover - compiled
+        """Visit the n terms vals[:n] (|t| in [lo, hi], in edge order) in rank order, from
+        partial sum s.
 
         Returns (|t| of the k*-th term, or -1.0 if k* is not among them; the partial sum after
         them). Terms are bucketed by magnitude; inside a bucket the partial sums stay within
         [s − neg, s + pos], so a bucket is skipped whole when that interval cannot come closer
-        to T than θ|T|; otherwise its terms are sorted and scanned.
+        to T than θ|T|; otherwise its terms are sorted and scanned. An empty bucket is always
+        skipped: |T − s| >= θ|T| holds at every bucket start (else k* was returned before).
+        The values are contiguous (copied once from the terms) so no loop here reads through
+        an index array.
         """
         nb = max(8, min(b_pos.shape[0], n // 2))
         scale = nb / (hi - lo)
@@ -78,48 +82,48 @@ if AVAILABLE:
             b_pos[j] = 0.0
             b_neg[j] = 0.0
         for i in range(n):
-            v = t[idx[i]]
+            v = vals[i]
             j = min(nb - 1, int((abs(v) - lo) * scale))
             bid[i] = j
             b_pos[j] += max(v, 0.0)
             b_neg[j] += max(-v, 0.0)
         for j in range(nb - 1, -1, -1):
             pos, neg = b_pos[j], b_neg[j]
-            if pos == 0.0 and neg == 0.0:
-                continue
             gap = total - s
             if gap - pos >= bound or gap + neg <= -bound:
                 s += pos - neg
                 continue
             m = 0
             for i in range(n):
-                order[m] = idx[i]
+                order[m] = i
                 m += bid[i] == j
-            _sort_by_magnitude(t, order, m)
+            _sort_by_magnitude(vals, order, m)
             for i in range(m):
-                s += t[order[i]]
+                s += vals[order[i]]
                 if abs(total - s) < bound:
-                    return abs(t[order[i]]), s
+                    return abs(vals[order[i]]), s
         return -1.0, s
 
     @njit(cache=True)
-    def _theta_cut(t, total, mx, theta, cand, top, lo, rest, bid, order, b_pos,
+    def _theta_cut(t, total, mx, theta, tv, top, lo, rv, bid, order, b_pos,
                    b_neg):  # pragma: no cover - compiled
         """|t| of the k*-th largest term (docs/spec.md §4, step 2), or 0.0 to keep every term.
 
-        cand[:top] are the top-level terms (|t| >= lo); k* is almost always among them, and
-        only otherwise are the other non-zero terms gathered into ``rest`` and scanned.
+        tv[:top] are the top-level terms' values (|t| >= lo) in edge order; k* is almost always
+        among them, and only otherwise are the other non-zero terms copied into ``rv`` and
+        scanned.
         """
         bound = theta * abs(total)
-        cut, s = _scan_level(t, cand, top, lo, mx, total, bound, 0.0, bid, order, b_pos, b_neg)
+        cut, s = _scan_values(tv, top, lo, mx, total, bound, 0.0, bid, order, b_pos, b_neg)
         if cut >= 0.0:
             return cut
         n = 0
         for k in range(t.shape[0]):
-            a = abs(t[k])
-            rest[n] = k
+            v = t[k]
+            a = abs(v)
+            rv[n] = v
             n += (a > 0.0) & (a < lo)
-        cut, s = _scan_level(t, rest, n, 0.0, lo, total, bound, s, bid, order, b_pos, b_neg)
+        cut, s = _scan_values(rv, n, 0.0, lo, total, bound, s, bid, order, b_pos, b_neg)
         return max(cut, 0.0)
 
     @njit(cache=True)
@@ -157,8 +161,8 @@ if AVAILABLE:
         N, K = terms.shape
         for r in prange(N):
             t = terms[r]
-            cand = np.empty(K, dtype=np.int64)
-            rest = np.empty(K, dtype=np.int64)
+            tv = np.empty(K)
+            rv = np.empty(K)
             bid = np.empty(K, dtype=np.int64)
             order = np.empty(K, dtype=np.int64)
             b_pos = np.empty(_MAX_BUCKETS)
@@ -173,9 +177,9 @@ if AVAILABLE:
             lo = _TOP_LEVEL * mx
             top = 0
             for k in range(K):
-                cand[top] = k
+                tv[top] = t[k]
                 top += abs(t[k]) >= lo
-            cut = _theta_cut(t, total, mx, theta, cand, top, lo, rest, bid, order, b_pos, b_neg)
+            cut = _theta_cut(t, total, mx, theta, tv, top, lo, rv, bid, order, b_pos, b_neg)
             for k in range(K):
                 kept[r, k] = t[k] != 0.0 and abs(t[k]) >= cut
 
@@ -206,7 +210,8 @@ if AVAILABLE:
             base = 0
             t = np.empty(K)
             cand = np.empty(K, dtype=np.int64)
-            rest = np.empty(K, dtype=np.int64)
+            tv = np.empty(K)
+            rv = np.empty(K)
             bid = np.empty(K, dtype=np.int64)
             order = np.empty(K, dtype=np.int64)
             b_pos = np.empty(_MAX_BUCKETS)
@@ -238,28 +243,31 @@ if AVAILABLE:
                     top = 0
                     for i in range(n):
                         k = cand[i]
+                        v = t[k]
                         cand[top] = k
-                        top += abs(t[k]) >= lo
+                        tv[top] = v
+                        top += abs(v) >= lo
                     cut = 0.0
                     if theta > 0.0:
-                        cut = _theta_cut(t, total, mx, theta, cand, top, lo, rest, bid, order,
+                        cut = _theta_cut(t, total, mx, theta, tv, top, lo, rv, bid, order,
                                          b_pos, b_neg)
                     s0 = csign[p] * (1 if total > 0 else -1)
+                    m = 0  # the kept terms are listed first, then their signs added (no
+                    # unpredictable branch around the scattered adds)
                     if cut >= lo:  # every kept term is a top-level term
                         for i in range(top):
-                            k = cand[i]
+                            order[m] = cand[i]
+                            m += abs(tv[i]) >= cut
+                    else:
+                        for k in range(K):
                             v = t[k]
-                            if abs(v) >= cut:
-                                sg = s0 if v > 0 else -s0
-                                out[slot, base + koff[k]] += sg
-                                syn_out[chunk, srow, k] += sg
-                        continue
-                    for k in range(K):
-                        v = t[k]
-                        if v != 0.0 and abs(v) >= cut:
-                            sg = s0 if v > 0 else -s0
-                            out[slot, base + koff[k]] += sg
-                            syn_out[chunk, srow, k] += sg
+                            order[m] = k
+                            m += (v != 0.0) & (abs(v) >= cut)
+                    for i in range(m):
+                        k = order[i]
+                        sg = s0 if t[k] > 0 else -s0
+                        out[slot, base + koff[k]] += sg
+                        syn_out[chunk, srow, k] += sg
                 else:
                     flip = -1.0 if yraw[p] < 0 else 1.0
                     cand_total = 0.0
