@@ -201,3 +201,21 @@ def test_row_selection_breaks_ties_in_edge_order() -> None:
         terms = np.array([row])
         want, _ = theta_keep(torch.from_numpy(terms), 0.5)
         np.testing.assert_array_equal(kernels.keep_rows(terms, 0.5), want.numpy())
+
+
+@pytest.mark.parametrize("gain_shape", [(2, 8, 16, 16), (1, 8, 1, 1)])
+def test_fused_sign_product_equals_the_torch_path(gain_shape, monkeypatch) -> None:
+    g = torch.Generator().manual_seed(3)
+    shape = (2, 8, 16, 16)  # 4 096 points: the fused path's minimum
+    dy = torch.randn(shape, generator=g, dtype=torch.float64)
+    dx = torch.randn(shape, generator=g, dtype=torch.float64)
+    gain = torch.randn(gain_shape, generator=g, dtype=torch.float64)
+    dy[0, 0], dx[0, 1], gain.view(-1)[:2] = 0.0, 0.0, 0.0  # zero factors give sign 0
+    c_sign = torch.randint(-1, 2, shape, generator=g)
+    policy = NNSlicerPolicy(0.2)
+    fused = policy.pointwise(c_sign, dy, gain, dx)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    reference = policy.pointwise(c_sign, dy, gain, dx)
+    assert fused.dtype == reference.dtype == torch.int64
+    assert torch.equal(fused, reference)
+    assert (fused == 0).any() and (fused == 1).any() and (fused == -1).any()
