@@ -259,8 +259,9 @@ if AVAILABLE:
                         cut = _theta_cut(t, total, mx, theta, tv, top, lo, rv, bid, order,
                                          b_pos, b_neg)
                     s0 = csign[p] * (1 if total > 0 else -1)
-                    m = 0  # the kept terms are listed first, then their signs added (no
-                    # unpredictable branch around the scattered adds)
+                    # the kept terms are listed first, then their signs added: no
+                    # unpredictable branch around the scattered adds
+                    m = 0
                     if cut >= lo:  # every kept term is a top-level term
                         for i in range(top):
                             order[m] = cand[i]
