@@ -1,14 +1,27 @@
-"""Profiling sums against a direct float64 computation, on both accumulation paths."""
+"""Profiling sums against a direct float64 computation, on the numba and the torch paths."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import nnslicer
+from nnslicer.forward import recorder
 from nnslicer.forward.recorder import record_values
+from nnslicer.profile import accumulate
+from nnslicer.profile import profile as profile_module
 from nnslicer.profile.profile import _ClassSums, profile_batches
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(params=["numba", "torch"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the numba additions (accumulate.py) and again with the torch ones."""
+    if request.param == "numba" and not accumulate.AVAILABLE:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(accumulate, "ENABLED", request.param == "numba")
+    return request.param
 
 
 def wide_model() -> nn.Module:
@@ -43,7 +56,7 @@ def test_both_accumulation_paths_are_exercised() -> None:
 
 @pytest.mark.parametrize("kept", ["all", None, [1, 3]])
 @pytest.mark.parametrize("labelled", [True, False])
-def test_class_sums_equal_direct_float64_sums(labelled: bool, kept: object,
+def test_class_sums_equal_direct_float64_sums(labelled: bool, kept: object, path: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # runs of up to two large samples are summed first, longer ones added sample by sample
     monkeypatch.setattr(_ClassSums, "RUN_SUM_MAX", 2 * _ClassSums.PER_SAMPLE_MIN)
@@ -80,7 +93,7 @@ def test_out_of_range_labels_in_first_and_later_batches() -> None:
             slicer.profile(data)
 
 
-def test_float32_values_are_summed_in_float64() -> None:
+def test_float32_values_are_summed_in_float64(path: str) -> None:
     """A float32 model: each batch is run whole here (chunks of up to 64 samples), so the direct
     sums see the same values."""
     slicer = nnslicer.Slicer(wide_model().float())
@@ -95,11 +108,76 @@ def test_float32_values_are_summed_in_float64() -> None:
         torch.testing.assert_close(profile.class_sums[name], want, rtol=1e-15, atol=0.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
+@pytest.mark.parametrize("points", [7, 3 * 16384 + 5])  # one block, several (and parallel)
+def test_numba_addition_equals_a_float64_loop(dtype: torch.dtype, points: int) -> None:
+    if not accumulate.AVAILABLE:
+        pytest.skip("numba not installed")
+    g = torch.Generator().manual_seed(3)
+    v = (torch.randn(5, points, generator=g) * 1e3).to(dtype)
+    rows = np.array([2, -1, 0, 2, 1], dtype=np.int64)
+    sums, total = np.zeros((3, points)), np.zeros(points)
+    accumulate.add_batch(v, rows, sums, total)
+    accumulate.add_batch(v, rows, sums, np.zeros(0))  # no overall row this time
+    want_rows, want_total = np.zeros((3, points)), np.zeros(points)
+    x = v.numpy().astype(np.float64)
+    for _ in range(2):
+        for i, r in enumerate(rows):  # sample order, as the kernel adds them
+            if r >= 0:
+                want_rows[r] += x[i]
+    for i in range(len(rows)):
+        want_total += x[i]
+    assert np.array_equal(sums, want_rows)
+    assert np.array_equal(total, want_total)
+
+
+def counted_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Batch sizes of the forward passes profiling makes from now on."""
+    sizes: list[int] = []
+    stream = recorder.stream_values
+
+    def counting(graph, x, visit):  # type: ignore[no-untyped-def]
+        sizes.append(x.shape[0])
+        return stream(graph, x, visit)
+
+    monkeypatch.setattr(profile_module, "stream_values", counting)
+    return sizes
+
+
+def test_small_batches_are_gathered_into_chunks(path: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    slicer = nnslicer.Slicer(wide_model())
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(23, 1, 32, 32, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 5, (23,), generator=g)
+    sizes = counted_passes(monkeypatch)
+    # labelled batches, then unlabelled ones: a chunk never mixes them
+    data = [(x[:3], labels[:3]), (x[3:5], labels[3:5]), (x[5:13], labels[5:13]), x[13:15],
+            x[15:23]]
+    profile = profile_batches(lambda b: (slicer.graph, b), data, chunk_size=4, classes="all")
+    assert sizes == [4, 4, 4, 1, 4, 4, 2]  # 13 labelled samples in chunks of 4, then 10 more
+    predicted = slicer.graph.module(x[13:]).argmax(1)
+    want = direct_class_sums(slicer, x, torch.cat([labels[:13], predicted]), 5)
+    for name, sums in want.items():
+        torch.testing.assert_close(profile.class_sums[name], sums, rtol=1e-12, atol=1e-12)
+
+
+def test_unlabelled_values_are_held_a_few_samples_at_a_time(
+        path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(profile_module, "HELD_BYTES", 1)  # one sample at a time
+    slicer = nnslicer.Slicer(wide_model())
+    x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(5),
+                   dtype=torch.float64)
+    sizes = counted_passes(monkeypatch)
+    profile = profile_batches(lambda b: (slicer.graph, b), [x], chunk_size=4, classes="all")
+    assert sizes == [1] * 6
+    want = direct_class_sums(slicer, x, slicer.graph.module(x).argmax(1), 5)
+    for name, sums in want.items():
+        torch.testing.assert_close(profile.class_sums[name], sums, rtol=1e-12, atol=1e-12)
+
+
 def test_class_tables_are_the_callers_choice() -> None:
     import warnings
-
-    import nnslicer
-    from nnslicer.profile import profile as profile_module
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4)).eval()

@@ -520,10 +520,12 @@ def test_matrix_products_with_parameters_keep_per_sample_synapses_apart() -> Non
 
 
 def test_chunks_shrink_to_the_memory_budget_with_identical_results() -> None:
+    # float64: a float32 conv's results depend on the batch it runs in, and profiling runs
+    # passes of 16 (two batches gathered) here and of 1 sample under the tight budget
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 8 * 8, 4)).eval()
-    data = [torch.randn(8, 3, 8, 8) for _ in range(2)]
-    x = torch.randn(6, 3, 8, 8)
+                          nn.Linear(8 * 8 * 8, 4)).double().eval()
+    data = [torch.randn(8, 3, 8, 8, dtype=torch.float64) for _ in range(2)]
+    x = torch.randn(6, 3, 8, 8, dtype=torch.float64)
     roomy = nnslicer.Slicer(model, batch_size=4)
     tight = nnslicer.Slicer(model, batch_size=4, memory_budget=20 * 1300)  # ~1 sample's points
     for slicer in (roomy, tight):

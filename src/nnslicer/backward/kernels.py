@@ -23,21 +23,13 @@ copies are summed afterwards.
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import threading
-from collections.abc import Iterator
-from typing import Any
-
 import numpy as np
 
-try:
+from ..jit import AVAILABLE, first_call
+
+if AVAILABLE:
     import numba
     from numba import njit, prange
-
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - numba is a dependency; this keeps a torch fallback
-    AVAILABLE = False
 
 #: Tests switch this off to compare the kernel with the torch reference path.
 ENABLED = AVAILABLE
@@ -295,38 +287,11 @@ if AVAILABLE:
                             syn_out[chunk, srow, k] += 1
 
 
-_READY: set[str] = set()  # kernels called once in this process (``signatures`` costs ~40 µs)
-
-
-def _first_call(kernel: Any) -> contextlib.AbstractContextManager[None]:
-    """Around a call of ``kernel``: on its first call in this process (it is compiled, or
-    loaded from numba's disk cache) a compiling notice, later nothing."""
-    if kernel.__name__ in _READY:
-        return contextlib.nullcontext()
-    _READY.add(kernel.__name__)
-    return contextlib.nullcontext() if kernel.signatures else _compiling_notice()
-
-
-@contextlib.contextmanager
-def _compiling_notice(after: float = 2.0) -> Iterator[None]:
-    """Say on stderr that the kernels are compiling if loading them takes over ``after``
-    seconds (the first run ever; numba caches them on disk for the next runs)."""
-    timer = threading.Timer(after, lambda: print(
-        "nnslicer: compiling kernels (first run only; numba caches them on disk)",
-        file=sys.stderr, flush=True))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
 def keep_rows(terms: np.ndarray, theta: float) -> np.ndarray:
     """The kept mask of θ-selection (0 < θ < 1) over float64 ``terms`` (N, K), rows in
     parallel: what ``policy.theta_keep`` returns, without sorting every row."""
     kept = np.zeros(terms.shape, dtype=np.bool_)
-    with _first_call(_keep_rows):
+    with first_call(_keep_rows):
         _keep_rows(np.ascontiguousarray(terms, dtype=np.float64), float(theta), kept)
     return kept
 
@@ -334,7 +299,7 @@ def keep_rows(terms: np.ndarray, theta: float) -> np.ndarray:
 def sign_product(c: np.ndarray, dy: np.ndarray, gain: np.ndarray, dx: np.ndarray) -> np.ndarray:
     """c · sign(dy) · sign(gain) · sign(dx) of flat arrays (int64 c, float64 rest), in int64."""
     out = np.empty(c.shape[0], dtype=np.int64)
-    with _first_call(_sign_product):
+    with first_call(_sign_product):
         _sign_product(c, dy, gain, dx, out)
     return out
 
@@ -376,7 +341,7 @@ def weighted_windows(src: np.ndarray, rowbase: np.ndarray, koff: np.ndarray, w: 
     slots = starts.shape[0] - 1 if overlapping else 1
     out = np.zeros((slots, src.shape[0]), dtype=np.float64)  # chunk_starts gives >= 1 chunk
     syn_out = np.zeros((starts.shape[0] - 1, syn.shape[0], koff.shape[0]), dtype=np.int32)
-    with _first_call(_weighted_windows):
+    with first_call(_weighted_windows):
         _weighted_windows(src, rowbase, koff, w, xrow, wrow, csign, yraw, synrow, starts, mode,
                           theta, out, syn_out)
     _add_chunks(syn_out, syn)

@@ -12,8 +12,9 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +24,7 @@ from ..hashing import tensor_digest
 from ..storage import load_tensors, save_tensors
 from ..trace.graph import OperatorGraph
 from ..trace.layout import STANDARD
+from . import accumulate
 
 
 def parameter_hash(module: torch.nn.Module) -> str:
@@ -211,18 +213,37 @@ def check_output_shape(shape: Sequence[int]) -> None:
 #: Largest per-class table (classes × points × 8 bytes) profiled by default.
 CLASS_TABLE_BUDGET = 2 << 30
 
+#: A forward pass of the profile computes at most about this many bytes of float32 values
+#: (unless the caller's batches are bigger): bigger passes run slower (fresh pages for every
+#: tensor, caches missed), ResNet-10 batch 64 vs 16 +15 %, MobileNetV2 +100 % per sample.
+PASS_BYTES = 96 << 20
+#: Unlabelled samples whose values are held until their prediction is known: at most this many
+#: bytes of them at a time.
+HELD_BYTES = 96 << 20
+
 #: Which classes get per-class sums: "auto" (all when the table fits CLASS_TABLE_BUDGET, else
 #: none, with a warning), "all", None (none) or a list of class indices.
 ClassChoice = str | None | Sequence[int]
 
 
+class PassLabels(NamedTuple):
+    """The classes of one forward pass's samples, as the additions use them."""
+
+    classes: Tensor | None  # None: no class rows to fill
+    runs: list[tuple[int, int, int]]  # (class, start, stop) of each run of equal classes
+    rows: np.ndarray | None  # class-table row per sample (-1: none); None off the CPU
+
+
 class _ClassSums:
     """Float64 sums of every live node — overall, and per kept class — and per-class counts,
-    filled batch by batch. With every class kept the overall sums are the class rows' sum."""
+    filled batch by batch. With every class kept the overall sums are the class rows' sum.
 
-    # Large values are added per run of same-class samples, in place (a float32 sample into a
-    # float64 row converts on the fly): ~2x cheaper than converting the batch and index_add_-ing
-    # it. For small values the per-run calls cost more than they save.
+    On the CPU, float32/float64/int64 values go through ``accumulate.add_batch`` (one numba
+    pass per node and batch); other devices and dtypes take the torch path below."""
+
+    # Torch path: large values are added per run of same-class samples, in place (a float32
+    # sample into a float64 row converts on the fly): ~2x cheaper than converting the batch
+    # and index_add_-ing it. For small values the per-run calls cost more than they save.
     PER_SAMPLE_MIN = 16384
     # A run is summed in float64 first (the row is then read and written once) only while it
     # holds at most this many values: beyond ~1 M, torch's sum(0, dtype=float64) converts the
@@ -233,42 +254,62 @@ class _ClassSums:
     def __init__(self, num_classes: int, kept: list[int], device: torch.device):
         self.sums: dict[str, Tensor] = {}
         self.totals: dict[str, Tensor] = {}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.kept = kept
         self.every_class = kept == list(range(num_classes))
         self.row = torch.full((num_classes,), -1, dtype=torch.long, device=device)
         self.row[torch.tensor(kept, dtype=torch.long, device=device)] = torch.arange(
             len(kept), device=device)
         self.counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
+        # samples per forward pass, streamed or held (profile_batches sets them)
+        self.pass_samples = self.held_samples = 1 << 30
 
     def check(self, classes: Tensor) -> None:
         k = self.counts.numel()
         if ((classes < 0) | (classes >= k)).any():
             raise InputError(f"labels must be in [0, {k}) for this model's {k} outputs")
 
-    def add(self, name: str, v: Tensor, classes: Tensor | None,
-            runs: list[tuple[int, int, int]]) -> None:
-        """Add a batch's values of one node; ``runs`` = (class, start, stop) of ``classes``
-        (None when no class rows are kept)."""
-        if not self.every_class:
-            total = self.totals.get(name)
-            if total is None:
-                total = self.totals[name] = torch.zeros(v.shape[1:], dtype=torch.float64,
-                                                        device=v.device)
+    def labels(self, classes: Tensor | None, samples: int) -> PassLabels:
+        """What ``add`` needs about the classes of a pass's samples (None: no class rows)."""
+        if classes is None:
+            return PassLabels(None, [], np.full(samples, -1, dtype=np.int64))
+        rows = self.row[classes]
+        return PassLabels(classes, _runs(classes),
+                          rows.numpy() if rows.device.type == "cpu" else None)
+
+    def add(self, name: str, v: Tensor, labels: PassLabels) -> None:
+        """Add a pass's values of one node (``labels``: their classes, from ``self.labels``)."""
+        if labels.rows is not None and accumulate.usable(v):
+            arrays = self._arrays.get(name) or self._numpy_sums(name, v)
+            accumulate.add_batch(v, labels.rows, *arrays)
+            return
+        total = None if self.every_class else _zeros_once(self.totals, name, v.shape[1:], v)
+        if total is not None:
             self._add_samples(total, v)
-            if not self.kept:
-                return
-        sums = self.sums.get(name)
-        if sums is None:
-            sums = self.sums[name] = torch.zeros(len(self.kept), *v.shape[1:],
-                                                 dtype=torch.float64, device=v.device)
+        if not self.kept or labels.classes is None:
+            return
+        sums = _zeros_once(self.sums, name, (len(self.kept), *v.shape[1:]), v)
         if v[0].numel() >= self.PER_SAMPLE_MIN or not self.every_class:
-            for c, start, stop in runs:
+            for c, start, stop in labels.runs:
                 r = int(self.row[c])
                 if r < 0:
                     continue
                 self._add_samples(sums[r], v[start:stop])
         else:  # index_add_ is ~5x cheaper than a (classes x batch) one-hot GEMM on CPU
-            sums.index_add_(0, classes, v.to(torch.float64))
+            sums.index_add_(0, labels.classes, v.to(torch.float64))
+
+    def _numpy_sums(self, name: str, v: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(class rows (R, points), overall row (points,) or empty) of a node, as numpy views
+        of its sums (made once: building them costs more than a small node's addition)."""
+        n = v[0].numel()
+        rows, total = np.zeros((0, n)), np.zeros(0)
+        if self.kept:
+            rows = _zeros_once(self.sums, name, (len(self.kept), *v.shape[1:]), v).view(
+                len(self.kept), n).numpy()
+        if not self.every_class:
+            total = _zeros_once(self.totals, name, v.shape[1:], v).view(n).numpy()
+        self._arrays[name] = rows, total
+        return rows, total
 
     @classmethod
     def _add_samples(cls, row: Tensor, v: Tensor) -> None:
@@ -288,6 +329,14 @@ class _ClassSums:
         if self.every_class:
             return {name: t.sum(0) for name, t in self.sums.items()}
         return self.totals
+
+
+def _zeros_once(table: dict[str, Tensor], name: str, shape: tuple[int, ...],
+                like: Tensor) -> Tensor:
+    """table[name], created as float64 zeros of ``shape`` on ``like``'s device if missing."""
+    if name not in table:
+        table[name] = torch.zeros(shape, dtype=torch.float64, device=like.device)
+    return table[name]
 
 
 def _kept_classes(choice: ClassChoice, num_classes: int, points: int) -> list[int]:
@@ -339,33 +388,42 @@ def _sums_for(graph: OperatorGraph, classes: ClassChoice, device: torch.device) 
                          "(batch, classes) scores computed from it")
     check_output_shape((1, *out))  # checked once here: every batch's output has this shape
     points = sum(math.prod(shape) for shape in graph.sample_shapes.values())
-    return _ClassSums(out[0], _kept_classes(classes, out[0], points), device)
+    acc = _ClassSums(out[0], _kept_classes(classes, out[0], points), device)
+    acc.pass_samples = max(1, PASS_BYTES // (4 * max(1, points)))
+    acc.held_samples = max(1, HELD_BYTES // (4 * max(1, points)))
+    return acc
 
 
 def _add_chunk(acc: _ClassSums, graph: OperatorGraph, layouts: dict[str, Any], x: Tensor,
                labels: Tensor | None) -> None:
-    """Add one chunk's values. They are streamed (each added as soon as it is computed: holding
-    a chunk's values costs page faults, ResNet-10's forward 131 → 189 ms per 16 samples) unless
-    unlabelled samples need class rows: their class, the prediction, is known only at the end."""
+    """Add one chunk's values, ``acc.pass_samples`` at a time. They are streamed (each added as
+    soon as it is computed: holding a chunk's values costs page faults, ResNet-10's forward 131 →
+    189 ms per 16 samples) unless unlabelled samples need class rows: their class, the
+    prediction, is known only at the end, so they are held, ``acc.held_samples`` at a time."""
     if labels is not None:
         acc.check(labels)
-        # samples of one class side by side: each class row is updated once per run
+        # the whole chunk sorted by class: each pass touches few class rows, once per run
         labels, order = labels.sort(stable=True)
-        add = functools.partial(acc.add, classes=labels, runs=_runs(labels))
-        stream_values(graph, x[order], _samples_first(layouts, len(labels), add))
+        for part_x, part in zip(x[order].split(acc.pass_samples),
+                                labels.split(acc.pass_samples), strict=True):
+            add = functools.partial(acc.add, labels=acc.labels(part, len(part)))
+            stream_values(graph, part_x, _samples_first(layouts, len(part), add))
         acc.count(labels)
     elif not acc.kept:  # no class rows: only the overall sums, and the predictions counted
-        add = functools.partial(acc.add, classes=None, runs=[])
-        acc.count(stream_values(graph, x, _samples_first(layouts, x.shape[0], add)).argmax(1))
+        for part in x.split(acc.pass_samples):
+            add = functools.partial(acc.add, labels=acc.labels(None, part.shape[0]))
+            logits = stream_values(graph, part, _samples_first(layouts, part.shape[0], add))
+            acc.count(logits.argmax(1))
     else:
-        held: list[tuple[str, Tensor]] = []
-        logits = stream_values(graph, x, _samples_first(
-            layouts, x.shape[0], lambda name, v: held.append((name, v))))
-        predicted = logits.argmax(1)
-        runs = _runs(predicted)
-        for name, v in held:
-            acc.add(name, v, predicted, runs)
-        acc.count(predicted)
+        for part in x.split(acc.held_samples):
+            held: list[tuple[str, Tensor]] = []
+            logits = stream_values(graph, part, _samples_first(
+                layouts, part.shape[0], lambda name, v, held=held: held.append((name, v))))
+            predicted = logits.argmax(1)
+            labels = acc.labels(predicted, part.shape[0])
+            for name, v in held:
+                acc.add(name, v, labels)
+            acc.count(predicted)
 
 
 #: prepares a batch for the model: the traced graph (traced at the first batch if needed) and
@@ -373,13 +431,48 @@ def _add_chunk(acc: _ClassSums, graph: OperatorGraph, layouts: dict[str, Any], x
 Prepare = Callable[[Tensor], tuple[OperatorGraph, Tensor]]
 
 
+def _joined(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class _Pending:
+    """Samples of consecutive batches gathered into chunks of ``size``: per-node costs (and
+    every class row a chunk touches) are paid once per chunk, not once per small batch."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Tensor, Tensor | None]] = []
+        self.count = 0
+
+    def push(self, x: Tensor, labels: Tensor | None) -> None:
+        self.parts.append((x, labels))
+        self.count += x.shape[0]
+
+    def labelled(self) -> bool | None:
+        return None if not self.parts else self.parts[0][1] is not None
+
+    def chunks(self, size: int, flush: bool = False) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """The pending samples in chunks of ``size``; a remainder smaller than ``size`` stays
+        pending unless ``flush``."""
+        if not self.parts or (self.count < size and not flush):
+            return
+        x = _joined([p[0] for p in self.parts])
+        labels = None if self.parts[0][1] is None else _joined([p[1] for p in self.parts])
+        stop = self.count if flush else self.count - self.count % size
+        self.parts, self.count = [], 0
+        if stop < x.shape[0]:
+            self.push(x[stop:], None if labels is None else labels[stop:])
+        for start in range(0, stop, size):
+            yield x[start:start + size], None if labels is None else labels[start:start + size]
+
+
 def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
                     device: torch.device | str = "cpu",
                     chunk_size: int | Callable[[Tensor], int] = 64,
                     classes: ClassChoice = "auto") -> Profile:
     """Accumulate sums (float64) over every batch of ``data``; the model runs once per sample,
-    ``chunk_size`` samples at a time (so memory does not grow with the caller's batch size; a
-    function of the first batch when it depends on the model).
+    ``chunk_size`` samples at a time (gathered from consecutive batches, and so that memory
+    does not grow with the caller's batch size; a function of the first batch when it depends
+    on the model).
 
     Chunks are streamed (see _add_chunk), except that unlabelled samples with class rows to
     fill are held until their prediction is known. ``classes``: which classes get per-class
@@ -388,7 +481,9 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
     from tqdm.auto import tqdm
 
     acc: _ClassSums | None = None
+    graph: OperatorGraph | None = None
     input_shape: tuple[int, ...] | None = None
+    pending = _Pending()
     total = len(data) if hasattr(data, "__len__") and not isinstance(data, Tensor) else None
     bar = tqdm(iter_batches(data), total=total, desc="profiling", unit="batch",
                disable=not progress)
@@ -401,18 +496,23 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
         x = x.to(device)
         if graph.layouts is None:
             learn_layouts(graph, x[:1])
-        layouts = graph.layouts
         labels = None if labels is None else labels.to(x.device).long()
         if labels is not None and labels.numel() != x.shape[0]:
             raise InputError(f"{labels.numel()} labels for a batch of {x.shape[0]} inputs")
-        for start in range(0, x.shape[0], chunk_size):
-            part_x = x[start:start + chunk_size]
-            part = None if labels is None else labels[start:start + chunk_size]
-            if acc is None:
-                acc = _sums_for(graph, classes, x.device)
-            _add_chunk(acc, graph, layouts, part_x, part)
-    if acc is None:
+        if acc is None:
+            acc = _sums_for(graph, classes, x.device)
+            acc.pass_samples = min(chunk_size, max(x.shape[0], acc.pass_samples))
+            acc.held_samples = min(chunk_size, acc.held_samples)
+        if pending.labelled() not in (None, labels is not None):  # no mixed chunks
+            for part_x, part in pending.chunks(chunk_size, flush=True):
+                _add_chunk(acc, graph, graph.layouts, part_x, part)
+        pending.push(x, labels)
+        for part_x, part in pending.chunks(chunk_size):
+            _add_chunk(acc, graph, graph.layouts, part_x, part)
+    if acc is None or graph is None:
         raise InputError("the profiling data is empty; give at least one batch")
+    for part_x, part in pending.chunks(chunk_size, flush=True):
+        _add_chunk(acc, graph, graph.layouts, part_x, part)
     sums = acc.overall()
     shapes = {name: list(t.shape) for name, t in sums.items()}
     fp = fingerprint(graph, shapes)
