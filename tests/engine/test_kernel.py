@@ -219,3 +219,25 @@ def test_fused_sign_product_equals_the_torch_path(gain_shape, monkeypatch) -> No
     assert fused.dtype == reference.dtype == torch.int64
     assert torch.equal(fused, reference)
     assert (fused == 0).any() and (fused == 1).any() and (fused == -1).any()
+
+
+@pytest.mark.parametrize("theta", [0.0, 0.2, 0.9])
+def test_two_term_rows_equal_the_torch_path(theta: float, monkeypatch) -> None:
+    """tensor ± tensor rows (the add rule's): the fused signs against ``theta_keep``."""
+    g = torch.Generator().manual_seed(4)
+    n = 4096
+    terms = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    terms[:300, 1] = -terms[:300, 0] * (1 + 1e-5 * torch.rand(300, generator=g,
+                                                                dtype=torch.float64))
+    terms[300:400, 0] = 0.0  # zero terms are never kept
+    terms[400:500, 1] = terms[400:500, 0]  # equal magnitudes
+    terms[500:600] = 0.0
+    c_sign = torch.randint(-1, 2, (n,), generator=g)
+    policy = NNSlicerPolicy(theta)
+    fused = policy.weighted_sum(terms, c_sign, terms.sum(1))
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    reference = policy.weighted_sum(terms, c_sign, terms.sum(1))
+    assert fused.dtype == reference.dtype == torch.int64
+    assert torch.equal(fused, reference)
+    kept = (reference != 0).sum(1)
+    assert (kept == 0).any() and (kept == 1).any() and (kept == 2).any()

@@ -176,6 +176,29 @@ if AVAILABLE:
                 kept[r, k] = t[k] != 0.0 and abs(t[k]) >= cut
 
     @njit(cache=True, parallel=True)
+    def _two_term_signs(terms, c_sign, theta, out):  # pragma: no cover - compiled
+        """NNSlicer's signs of two-term rows (tensor ± tensor): θ-selection without a sort
+        (the larger term alone, or both), as ``policy.theta_keep`` computes it."""
+        for i in prange(terms.shape[0]):
+            a, b = terms[i, 0], terms[i, 1]
+            total = a + b
+            ma, mb = abs(a), abs(b)
+            out[i, 0] = 0
+            out[i, 1] = 0
+            if not abs(total) > _DEAD_OUTPUT_RATIO * max(ma, mb):
+                continue
+            cut = 0.0
+            if theta > 0.0:
+                larger = a if ma >= mb else b
+                first_enough = abs(total - larger) < theta * abs(total)
+                cut = max(ma, mb) if first_enough else min(ma, mb)
+            s0 = c_sign[i] * (1 if total > 0 else -1)
+            if a != 0.0 and ma >= cut:
+                out[i, 0] = s0 if a > 0 else -s0
+            if b != 0.0 and mb >= cut:
+                out[i, 1] = s0 if b > 0 else -s0
+
+    @njit(cache=True, parallel=True)
     def _sign_product(c, dy, gain, dx, out):  # pragma: no cover - compiled
         """out = c · sign(dy) · sign(gain) · sign(dx), flat, in one pass (torch makes five)."""
         for i in prange(out.shape[0]):
@@ -294,6 +317,14 @@ def keep_rows(terms: np.ndarray, theta: float) -> np.ndarray:
     with first_call(_keep_rows):
         _keep_rows(np.ascontiguousarray(terms, dtype=np.float64), float(theta), kept)
     return kept
+
+
+def two_term_signs(terms: np.ndarray, c_sign: np.ndarray, theta: float) -> np.ndarray:
+    """NNSlicer's signs (N, 2) int64 of float64 terms (N, 2) with int64 signs of C (N,)."""
+    out = np.empty(terms.shape, dtype=np.int64)
+    with first_call(_two_term_signs):
+        _two_term_signs(terms, c_sign, float(theta), out)
+    return out
 
 
 def sign_product(c: np.ndarray, dy: np.ndarray, gain: np.ndarray, dx: np.ndarray) -> np.ndarray:
