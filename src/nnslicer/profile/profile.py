@@ -217,10 +217,6 @@ CLASS_TABLE_BUDGET = 2 << 30
 #: (unless the caller's batches are bigger): bigger passes run slower (fresh pages for every
 #: tensor, caches missed), ResNet-10 batch 64 vs 16 +15 %, MobileNetV2 +100 % per sample.
 PASS_BYTES = 96 << 20
-#: Consecutive batches are gathered into windows of up to this many samples (and bytes of
-#: inputs); a labelled window is sorted by class, so each of its passes touches few class rows.
-WINDOW_SAMPLES = 512
-WINDOW_BYTES = 256 << 20
 #: Unlabelled samples whose values are held until their prediction is known: at most this many
 #: bytes of them at a time.
 HELD_BYTES = 96 << 20
@@ -475,12 +471,12 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
                     classes: ClassChoice = "auto") -> Profile:
     """Accumulate sums (float64) over every batch of ``data``; the model runs once per sample.
 
-    Consecutive batches are gathered into windows (``WINDOW_SAMPLES``/``WINDOW_BYTES``), run in
-    forward passes of at most ``chunk_size`` samples (so memory does not grow with the caller's
-    batch size; a function of the first batch when it depends on the model) and of about
-    ``PASS_BYTES`` of values unless the caller's batches are bigger. Values are streamed (see
-    _add_chunk), except that unlabelled samples with class rows to fill are held until their
-    prediction is known. ``classes``: which classes get per-class sums (ClassChoice).
+    Consecutive batches are gathered into chunks of ``chunk_size`` samples (so memory does not
+    grow with the caller's batch size; a function of the first batch when it depends on the
+    model), run in forward passes of about ``PASS_BYTES`` of values unless the caller's batches
+    are bigger. Values are streamed (see _add_chunk), except that unlabelled samples with class
+    rows to fill are held until their prediction is known. ``classes``: which classes get
+    per-class sums (ClassChoice).
     """
     from tqdm.auto import tqdm
 
@@ -488,7 +484,6 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
     graph: OperatorGraph | None = None
     input_shape: tuple[int, ...] | None = None
     pending = _Pending()
-    window = 0  # samples gathered before they run (set at the first batch)
     total = len(data) if hasattr(data, "__len__") and not isinstance(data, Tensor) else None
     bar = tqdm(iter_batches(data), total=total, desc="profiling", unit="batch",
                disable=not progress)
@@ -508,17 +503,15 @@ def profile_batches(prepare: Prepare, data: Iterable, *, progress: bool = False,
             acc = _sums_for(graph, classes, x.device)
             acc.pass_samples = min(chunk_size, max(x.shape[0], acc.pass_samples))
             acc.held_samples = min(chunk_size, acc.held_samples)
-            window = max(acc.pass_samples, min(
-                WINDOW_SAMPLES, WINDOW_BYTES // max(1, x[0].numel() * x.element_size())))
         if pending.labelled() not in (None, labels is not None):  # no mixed chunks
-            for part_x, part in pending.chunks(window, flush=True):
+            for part_x, part in pending.chunks(chunk_size, flush=True):
                 _add_chunk(acc, graph, graph.layouts, part_x, part)
         pending.push(x, labels)
-        for part_x, part in pending.chunks(window):
+        for part_x, part in pending.chunks(chunk_size):
             _add_chunk(acc, graph, graph.layouts, part_x, part)
     if acc is None or graph is None:
         raise InputError("the profiling data is empty; give at least one batch")
-    for part_x, part in pending.chunks(window, flush=True):
+    for part_x, part in pending.chunks(chunk_size, flush=True):
         _add_chunk(acc, graph, graph.layouts, part_x, part)
     sums = acc.overall()
     shapes = {name: list(t.shape) for name, t in sums.items()}
