@@ -241,3 +241,34 @@ def test_two_term_rows_equal_the_torch_path(theta: float, monkeypatch) -> None:
     assert torch.equal(fused, reference)
     kept = (reference != 0).sum(1)
     assert (kept == 0).any() and (kept == 1).any() and (kept == 2).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_fused_delta_equals_the_torch_path(dtype: torch.dtype, per_sample: bool,
+                                           monkeypatch) -> None:
+    from nnslicer.backward import engine
+
+    g = torch.Generator().manual_seed(5)
+    value = torch.randn(3, 5, 40, 41, generator=g).to(dtype)  # 8 200 points: several blocks
+    ref = torch.randn(3 if per_sample else 1, 5, 40, 41, generator=g, dtype=torch.float64)
+    value[0, 0, 0, :3] = torch.tensor([float("-inf"), float("inf"), 2.5])
+    ref[0, 0, 0, :3] = torch.tensor([float("-inf"), float("inf"), 2.5])  # Δ 0, not NaN
+    value[1, 1, 1, 1] = float("-inf")  # against a finite reference: stays -inf
+
+    class State:  # the two fields BackwardState.delta reads
+        values = {"n": value}
+
+        def __init__(self) -> None:
+            self._deltas: dict = {}
+
+        def reference_value(self, name: str) -> torch.Tensor:
+            return ref
+
+    assert engine._fused_delta(value, ref)
+    fused = engine.BackwardState.delta(State(), "n")
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    reference = engine.BackwardState.delta(State(), "n")
+    assert fused.dtype == reference.dtype == torch.float64
+    assert torch.equal(fused, reference)
+    assert fused.shape == value.shape and not fused.isnan().any()

@@ -12,6 +12,7 @@ from torch import Tensor
 from ..criterion import Outputs
 from ..trace.graph import OperatorGraph
 from ..trace.layout import STANDARD, BatchLayout
+from . import kernels
 from .policy import SelectionPolicy
 from .step import Step
 
@@ -56,11 +57,17 @@ class BackwardState:
 
     def delta(self, name: str) -> Tensor:
         if name not in self._deltas:
-            value = self.values[name].detach().to(torch.float64)
+            value = self.values[name].detach()
             ref = self.reference_value(name)
-            d = value - ref
-            if d.isnan().any():  # -inf - (-inf) where a mask fills the same points always
-                d = torch.where(value == ref, 0.0, d)
+            if _fused_delta(value, ref):
+                d = torch.from_numpy(kernels.delta(
+                    value.contiguous().view(value.shape[0], -1).numpy(),
+                    ref.contiguous().view(ref.shape[0], -1).numpy())).view(value.shape)
+            else:
+                value = value.to(torch.float64)
+                d = value - ref
+                if d.isnan().any():  # -inf - (-inf) where a mask fills the same points always
+                    d = torch.where(value == ref, 0.0, d)
             self._deltas[name] = d
         return self._deltas[name]
 
@@ -92,6 +99,15 @@ class BackwardState:
     def forget(self, name: str) -> None:
         self._deltas.pop(name, None)
         self._references.pop(name, None)
+
+
+def _fused_delta(value: Tensor, ref: Tensor) -> bool:
+    """Whether Δ = value − ref runs in one numba pass (CPU, ref of one sample or per sample);
+    torch makes four (convert, subtract, NaN test, any)."""
+    return (kernels.ENABLED and value.device.type == "cpu" and value.dim() > 0
+            and value.dtype in (torch.float32, torch.float64) and ref.dtype == torch.float64
+            and ref.dim() == value.dim() and ref.shape[0] in (1, value.shape[0])
+            and ref.shape[1:] == value.shape[1:] and value.numel() > 0)
 
 
 def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: dict[str, Tensor],

@@ -176,6 +176,19 @@ if AVAILABLE:
                 kept[r, k] = t[k] != 0.0 and abs(t[k]) >= cut
 
     @njit(cache=True, parallel=True)
+    def _delta(v, ref, out, block):  # pragma: no cover - compiled
+        """out = v − ref in float64, rows of ref repeated when it has one; 0 where v == ref
+        (also for ±inf, where the difference would be NaN)."""
+        n = v.shape[1]
+        blocks = (n + block - 1) // block
+        for k in prange(v.shape[0] * blocks):
+            b, j0 = k // blocks, (k % blocks) * block
+            r = ref[0] if ref.shape[0] == 1 else ref[b]
+            for j in range(j0, min(n, j0 + block)):
+                x = np.float64(v[b, j])
+                out[b, j] = 0.0 if x == r[j] else x - r[j]
+
+    @njit(cache=True, parallel=True)
     def _two_term_signs(terms, c_sign, theta, out):  # pragma: no cover - compiled
         """NNSlicer's signs of two-term rows (tensor ± tensor): θ-selection without a sort
         (the larger term alone, or both), as ``policy.theta_keep`` computes it."""
@@ -317,6 +330,14 @@ def keep_rows(terms: np.ndarray, theta: float) -> np.ndarray:
     with first_call(_keep_rows):
         _keep_rows(np.ascontiguousarray(terms, dtype=np.float64), float(theta), kept)
     return kept
+
+
+def delta(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Δ = v − ref (float64) of v (B, N) float32/float64 and ref (1 or B, N) float64."""
+    out = np.empty(v.shape, dtype=np.float64)
+    with first_call(_delta):
+        _delta(v, ref, out, 1 << 14)
+    return out
 
 
 def two_term_signs(terms: np.ndarray, c_sign: np.ndarray, theta: float) -> np.ndarray:
