@@ -155,7 +155,8 @@ def test_float32_weights_are_widened_exactly() -> None:
     dict(kernel_size=3, stride=2, dilation=2, padding=2, groups=2),
     dict(kernel_size=(1, 3), stride=(1, 3)),            # touching, not overlapping
 ])
-def test_conv_windows_read_in_place_equal_the_torch_path(conv, monkeypatch) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_windows_read_in_place_equal_the_torch_path(conv, threads, monkeypatch) -> None:
     import nnslicer
 
     torch.manual_seed(0)
@@ -166,8 +167,13 @@ def test_conv_windows_read_in_place_equal_the_torch_path(conv, monkeypatch) -> N
     slicer = nnslicer.Slicer(model, theta=0.2, batch_size=8)
     slicer.profile([torch.randn(24, 4, 9, 9)])
     x = torch.randn(8, 4, 9, 9)
-    kernels.set_threads(2)  # several chunks, so overlapping windows need their own copies
-    fast = slicer.slice(x, per_sample=True)
+    # two threads: several chunks, so overlapping windows need their own copies; one: a
+    # single chunk and output
+    kernels.set_threads(threads)
+    try:
+        fast = slicer.slice(x, per_sample=True)
+    finally:
+        kernels.set_threads(2)
     monkeypatch.setattr(kernels, "ENABLED", False)
     slow = slicer.slice(x, per_sample=True)
     for name, s in slow.synapses.items():
@@ -175,6 +181,28 @@ def test_conv_windows_read_in_place_equal_the_torch_path(conv, monkeypatch) -> N
     for name, n in slow.neurons.items():
         assert torch.equal(fast.neurons[name], n), name
     assert fast.neurons["input_1"].abs().sum() > 0  # the comparison is not between empty slices
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_live_points_are_the_nonzero_points_in_row_major_order(transposed: bool,
+                                                               groups: int) -> None:
+    g = torch.Generator().manual_seed(11)
+    B, Q, O = 3, 37, 8  # Q not a multiple of the 8-position tile of the transposed read
+    c = torch.randint(-2, 3, (B, Q, O), generator=g)
+    c[1] = 0  # a sample without live points
+    y = torch.randn(B, Q, O, generator=g)
+    layout = (lambda t: t.transpose(1, 2).contiguous()) if transposed else (lambda t: t)
+    got = kernels.live_points(layout(c).numpy(), layout(y).numpy(), groups, transposed)
+    b, q, o = c.nonzero().unbind(1)  # the torch formulation weighted_sum_windows uses
+    want = ((b * groups + o // (O // groups)) * Q + q, o, c[b, q, o].sign(),
+            y[b, q, o].double(), b * Q + q)
+    assert len(got[0]) == int((c != 0).sum()) > 0
+    for a, e in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, e.numpy())
+    empty = kernels.live_points(np.zeros((2, 3, 4), dtype=np.int64),
+                                np.zeros((2, 3, 4), dtype=np.float32), 1, False)
+    assert all(len(a) == 0 for a in empty)
 
 
 @settings(max_examples=60, deadline=None)

@@ -137,7 +137,8 @@ def _forward_values(slicer: Any, x: torch.Tensor) -> dict[str, np.ndarray]:
         from nnslicer.forward.recorder import record_values
 
         values = record_values(slicer.graph, x)
-    return {k: v.numpy() for k, v in values.items() if isinstance(v, torch.Tensor)}
+    # detach: a parameter read by a get_attr node is recorded as itself (it requires grad)
+    return {k: v.detach().numpy() for k, v in values.items() if isinstance(v, torch.Tensor)}
 
 
 def _linear_input_deltas(model: nn.Module, slicer: Any, x: torch.Tensor):

@@ -188,6 +188,48 @@ if AVAILABLE:
                 x = np.float64(v[b, j])
                 out[b, j] = 0.0 if x == r[j] else x - r[j]
 
+    @njit(cache=True)
+    def _live_points(c, y, groups, n, transposed):  # pragma: no cover - compiled
+        """The n points (b, q, o) with C != 0, in row-major (b, q, o) order, as the kernel reads
+        them: input row, weight row, sign of C, raw output (float64), b·Q + q. c and y are
+        C-contiguous (B, Q, O), or (B, O, Q) when ``transposed`` (a conv's own layout)."""
+        if transposed:
+            B, O, Q = c.shape
+        else:
+            B, Q, O = c.shape
+        per_group = O // groups
+        # one slot more than the points: every point is written, and the index moves on only
+        # for live ones (no unpredictable branch)
+        xrow = np.empty(n + 1, dtype=np.int64)
+        wrow = np.empty(n + 1, dtype=np.int64)
+        csign = np.empty(n + 1, dtype=np.int64)
+        yraw = np.empty(n + 1, dtype=np.float64)
+        group = np.empty(n + 1, dtype=np.int64)
+        i = 0
+        # transposed: 8 positions q at a time, so the O rows' cache lines serve all 8
+        tile = 8 if transposed else Q
+        for b in range(B):
+            for q0 in range(0, Q, tile):
+                for q in range(q0, min(Q, q0 + tile)):
+                    g = 0
+                    left = per_group
+                    for o in range(O):
+                        if left == 0:  # o // per_group without a division per point
+                            g += 1
+                            left = per_group
+                        left -= 1
+                        if transposed:
+                            v, yv = c[b, o, q], y[b, o, q]
+                        else:
+                            v, yv = c[b, q, o], y[b, q, o]
+                        xrow[i] = (b * groups + g) * Q + q
+                        wrow[i] = o
+                        csign[i] = 1 if v > 0 else -1
+                        yraw[i] = np.float64(yv)
+                        group[i] = b * Q + q
+                        i += v != 0
+        return xrow[:n], wrow[:n], csign[:n], yraw[:n], group[:n]
+
     @njit(cache=True, parallel=True)
     def _two_term_signs(terms, c_sign, theta, out):  # pragma: no cover - compiled
         """NNSlicer's signs of two-term rows (tensor ± tensor): θ-selection without a sort
@@ -340,6 +382,16 @@ def delta(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return out
 
 
+def live_points(c: np.ndarray, y: np.ndarray, groups: int, transposed: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(input row, weight row, sign of C, raw output, b·Q + q) of every point (b, q, o) with
+    C != 0, in row-major (b, q, o) order; c int64 and y float32/float64 are (B, Q, O), or
+    (B, O, Q) when ``transposed``."""
+    c, y = np.ascontiguousarray(c), np.ascontiguousarray(y)
+    with first_call(_live_points):
+        return _live_points(c, y, groups, np.count_nonzero(c), transposed)
+
+
 def two_term_signs(terms: np.ndarray, c_sign: np.ndarray, theta: float) -> np.ndarray:
     """NNSlicer's signs (N, 2) int64 of float64 terms (N, 2) with int64 signs of C (N,)."""
     out = np.empty(terms.shape, dtype=np.int64)
@@ -388,7 +440,10 @@ def weighted_windows(src: np.ndarray, rowbase: np.ndarray, koff: np.ndarray, w: 
     different groups may share entries (``overlapping``, e.g. conv windows), every chunk adds
     into its own copy of the output and the copies are summed.
     """
-    chunks = max(1, numba.get_num_threads() * 2)
+    threads = numba.get_num_threads()
+    # two chunks per thread balance uneven rows; one thread needs one (overlapping windows
+    # then share a single output, with no copies to zero and sum)
+    chunks = 1 if threads == 1 else threads * 2
     starts = chunk_starts(group, chunks)
     slots = starts.shape[0] - 1 if overlapping else 1
     out = np.zeros((slots, src.shape[0]), dtype=np.float64)  # chunk_starts gives >= 1 chunk

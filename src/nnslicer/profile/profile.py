@@ -79,6 +79,12 @@ def iter_batches(data: Any) -> Iterator[tuple[Tensor, Tensor | None]]:
             )
 
 
+#: Dataset means of nodes up to this many points are kept once computed: every slice asks for
+#: every node's mean, and for small nodes the division costs more than the node's rule. Bigger
+#: ones are divided again each time, so memory stays at the sums' size.
+MEAN_CACHED_MAX = 1 << 16
+
+
 class Profile:
     """Dataset means of every live node, per-class sums of the kept classes, and per-class
     counts of every class.
@@ -97,10 +103,14 @@ class Profile:
         if class_ids is None:
             class_ids = torch.arange(class_counts.numel(), device=class_counts.device)
         self.class_ids = class_ids
+        self._count: int | None = None
+        self._means: dict[str, Tensor] = {}
 
     @property
     def count(self) -> int:
-        return int(self.class_counts.sum())
+        if self._count is None:  # read for every node of every slice: summed once
+            self._count = int(self.class_counts.sum())
+        return self._count
 
     @property
     def num_classes(self) -> int:
@@ -121,7 +131,13 @@ class Profile:
                        self.class_counts.to(device), self.fingerprint, self.class_ids.to(device))
 
     def mean(self, name: str) -> Tensor:
-        return self.sums[name] / self.count
+        """The dataset mean of a node (float64; shared: do not modify it in place)."""
+        mean = self._means.get(name)
+        if mean is None:
+            mean = self.sums[name] / self.count
+            if mean.numel() <= MEAN_CACHED_MAX:
+                self._means[name] = mean
+        return mean
 
     def class_mean(self, name: str, classes: Tensor) -> Tensor:
         """Per-sample reference (B, *shape): the mean of each sample's class."""

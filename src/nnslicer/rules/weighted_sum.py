@@ -5,6 +5,8 @@ Every output point n has terms t_i (its edges' shares of Δy); the policy keeps 
 (θ-selection for NNSlicer). Terms are built only for points with C != 0, in bounded chunks.
 Average pools and means use t = Δx: the divisor is one positive number per output point, and
 neither the θ rule nor the signs change when all terms of a point are scaled by it.
+Signs sent to inputs are sums of whole numbers in float64 (exact), so they become int64 as
+they are.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -114,14 +117,8 @@ class ConvRule(Rule):
         O, K = weight.shape[0], weight[0].numel()
         Lh, Lw = c_out.shape[-2:]
         (sh, sw), (dh, dw) = stride2, dil2
-        Cg, plane = C // groups, Hp * Wp
-        ar = functools.partial(torch.arange, device=xp.device)
-        # window of output position (qh, qw) in channel group g of sample b: entries
-        # (b·G + g)·Cg·plane + qh·sh·Wp + qw·sw + koff[k], k = (c, i, j) as in weight[o]
-        koff = (ar(Cg)[:, None, None] * plane + ar(kh)[None, :, None] * (dh * Wp)
-                + ar(kw)[None, None, :] * dw).reshape(-1)
-        corner = (ar(Lh)[:, None] * (sh * Wp) + ar(Lw)[None, :] * sw).reshape(-1)
-        rowbase = (ar(B * groups)[:, None] * (Cg * plane) + corner[None, :]).reshape(-1)
+        rowbase, koff = (torch.from_numpy(a).to(xp.device) for a in window_offsets(
+            B * groups, C // groups, Hp, Wp, kh, kw, *stride2, *dil2, Lh, Lw))
         L = Lh * Lw
         overlapping = (kh - 1) * dh >= sh or (kw - 1) * dw >= sw
         syn = step.synapse_target(_weight_name(step.node), weight_shape)
@@ -134,7 +131,36 @@ class ConvRule(Rule):
         contrib = signs.view(B, C, Hp, Wp)[:, :, pt : Hp - pb, pl : Wp - pr]
         if one_d:
             contrib = contrib.squeeze(2)
-        step.send(x_arg, contrib.round().to(torch.int64))
+        step.send(x_arg, contrib.to(torch.int64))
+
+
+def window_offsets(rows: int, Cg: int, Hp: int, Wp: int, kh: int, kw: int, sh: int, sw: int,
+                   dh: int, dw: int, Lh: int, Lw: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rowbase, koff) of a conv's windows over its padded input (``rows`` = samples ×
+    groups, each Cg × Hp × Wp; output Lh × Lw): window r = (b·G + g)·L + q reads entries
+    rowbase[r] + koff[k], k = (c, i, j) as in weight[o]. Cached while small (the same node
+    asks again every slice; building them took ~35 torch calls). Callers must not write them."""
+    key = (rows, Cg, Hp, Wp, kh, kw, sh, sw, dh, dw, Lh, Lw)
+    if rows * Lh * Lw <= _OFFSETS_CACHED_MAX:
+        return _cached_window_offsets(*key)
+    return _window_offsets(*key)
+
+
+#: Windows (samples × groups × output positions) up to which window_offsets are cached.
+_OFFSETS_CACHED_MAX = 1 << 18
+
+
+def _window_offsets(rows: int, Cg: int, Hp: int, Wp: int, kh: int, kw: int, sh: int, sw: int,
+                    dh: int, dw: int, Lh: int, Lw: int) -> tuple[np.ndarray, np.ndarray]:
+    plane = Hp * Wp
+    koff = (np.arange(Cg)[:, None, None] * plane + np.arange(kh)[None, :, None] * (dh * Wp)
+            + np.arange(kw)[None, None, :] * dw).reshape(-1)
+    corner = (np.arange(Lh)[:, None] * (sh * Wp) + np.arange(Lw)[None, :] * sw).reshape(-1)
+    rowbase = (np.arange(rows)[:, None] * (Cg * plane) + corner[None, :]).reshape(-1)
+    return rowbase.astype(np.int64), koff.astype(np.int64)
+
+
+_cached_window_offsets = functools.lru_cache(maxsize=64)(_window_offsets)
 
 
 #: flat index of the output point (b, q, o) in the node's value, from the (B, Q, O) view
@@ -155,22 +181,18 @@ def weighted_sum_windows(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor,
     """
     B, Q, O = c.shape
     K = koff.shape[0]
+    if syn is None:
+        syn = step.synapse_scratch([], O, K)
+    mode = getattr(step.policy, "kernel_mode", None)
+    if kernels.ENABLED and mode is not None and src.device.type == "cpu":
+        return _windows_on_cpu(step, src, rowbase, koff, weight, c, y_raw, groups, syn,
+                               out_index, overlapping, mode)
     nz = c.nonzero()  # sorted by (b, q): points sharing input rows are adjacent
     b, q, o = nz.unbind(1)
     xrow = (b * groups + o // (O // groups)) * Q + q
     c_sign = c[b, q, o].sign()
     y = y_raw[b, q, o].to(torch.float64)
-    if syn is None:
-        syn = step.synapse_scratch([], O, K)
     buffer, synrow = syn.buffer, syn.rows(o, lambda: out_index(b, q, o))
-    mode = getattr(step.policy, "kernel_mode", None)
-    if kernels.ENABLED and mode is not None and src.device.type == "cpu":
-        out = kernels.weighted_windows(  # the kernel widens w to float64 itself
-            src.numpy(), rowbase.numpy(), koff.numpy(), weight.detach().contiguous().numpy(),
-            xrow.numpy(), o.numpy(), c_sign.numpy(), y.numpy(), synrow.numpy(),
-            (b * Q + q).numpy(), buffer.numpy(), mode, step.policy.theta, overlapping,
-        )  # adds to the synapse buffer in place
-        return torch.from_numpy(out)
     w = weight.to(torch.float64)
     out = torch.zeros_like(src)
     chunk = max(1, TERM_BUDGET // max(K, 1))
@@ -182,6 +204,33 @@ def weighted_sum_windows(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor,
         buffer.index_add_(0, synrow[part], signs)
         out.index_add_(0, entries.reshape(-1), signs.reshape(-1).to(torch.float64))
     return out
+
+
+def _windows_on_cpu(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor, weight: Tensor,
+                    c: Tensor, y_raw: Tensor, groups: int, syn: SynapseTarget,
+                    out_index: OutputIndex, overlapping: bool, mode: int) -> Tensor:
+    """weighted_sum_windows through the numba kernels: the live points are listed in one
+    pass too (torch took ~10 calls of ~5 µs dispatch each for them)."""
+    Q = c.shape[1]
+    y = y_raw.detach()
+    if y.dtype not in (torch.float32, torch.float64):
+        y = y.to(torch.float64)
+    # a conv passes (B, O, L) transposed to (B, Q, O): read in its own layout
+    transposed = not c.is_contiguous() and c.transpose(1, 2).is_contiguous()
+    if transposed:
+        c, y = c.transpose(1, 2), y.transpose(1, 2)
+    xrow, o, c_sign, y, group = kernels.live_points(c.numpy(), y.numpy(), groups, transposed)
+    synrow = o
+    if syn.sample_of is not None:
+        b, q = group // Q, group % Q
+        synrow = syn.rows(torch.from_numpy(o), lambda: torch.from_numpy(out_index(b, q, o)))
+        synrow = np.ascontiguousarray(synrow.numpy())
+    out = kernels.weighted_windows(  # the kernel widens w to float64 itself
+        src.numpy(), rowbase.numpy(), koff.numpy(), weight.detach().contiguous().numpy(),
+        xrow, o, c_sign, y, synrow, group, syn.buffer.numpy(), mode, step.policy.theta,
+        overlapping,
+    )  # adds to the synapse buffer in place
+    return torch.from_numpy(out)
 
 
 def _linear_core(step: Step, x_arg: object, weight: Tensor, syn: SynapseTarget | None,
@@ -239,12 +288,12 @@ class LinearRule(Rule):
                 _weight_arg(step.node))
         if chain is None or len(chain) == 1:  # the parameter itself
             syn = step.synapse_target(_weight_name(step.node), weight.shape)
-            step.send(x_arg, _linear_core(step, x_arg, weight, syn).round().to(torch.int64))
+            step.send(x_arg, _linear_core(step, x_arg, weight, syn).to(torch.int64))
             return
         scratch = step.synapse_scratch([chain[0].target], *weight.shape)
         signs = _linear_core(step, x_arg, weight, scratch)
         step.add_view_synapses(chain, scratch.buffer.view(-1, *weight.shape))
-        step.send(x_arg, signs.round().to(torch.int64))
+        step.send(x_arg, signs.to(torch.int64))
 
 
 class ConstantMatmulRule(Rule):
@@ -287,7 +336,7 @@ class ConstantMatmulRule(Rule):
             counts = scratch.buffer.view(-1, *w.shape)
         if chain:  # counts on W's elements, back onto the parameter behind it
             step.add_view_synapses(chain, counts)
-        step.send(x, signs.round().to(torch.int64))
+        step.send(x, signs.to(torch.int64))
 
 
 class BlockLinearRule(Rule):
@@ -331,7 +380,7 @@ class BlockLinearRule(Rule):
         for name, w, part in zip(names, weights, counts, strict=True):
             step.add_synapses([name], w.shape, part, rows=(lo, hi))
         for a, part in zip(inputs, signs.split(widths, dim=-1), strict=True):
-            step.send(a, sum_to_shape(part, step.value(a).shape).round().to(torch.int64))
+            step.send(a, sum_to_shape(part, step.value(a).shape).to(torch.int64))
 
 
 class AddSubRule(Rule):
@@ -412,7 +461,7 @@ def _window_backward(step: Step, x_arg: object, table: Tensor, plane: int,
             terms = terms * coefficients[pos]
         signs = step.policy.weighted_sum(terms, c_sign, y3[r, 0, pos].to(torch.float64))
         in_contrib.index_put_((rows, cols), signs.to(torch.float64), accumulate=True)
-    step.send(x_arg, in_contrib[:, :plane].reshape(dx.shape).round().to(torch.int64))
+    step.send(x_arg, in_contrib[:, :plane].reshape(dx.shape).to(torch.int64))
 
 
 def _sliding_table(spatial: tuple[int, ...], out: tuple[int, ...], kernel: tuple, stride: tuple,
@@ -588,7 +637,7 @@ class ReductionRule(Rule):
             signs = step.policy.weighted_sum(flat_dx[entries], c[points].sign(),
                                              y[points].to(torch.float64))
             contrib.index_add_(0, entries.reshape(-1), signs.reshape(-1).to(torch.float64))
-        step.send(x_arg, contrib.view(dx.shape).round().to(torch.int64))
+        step.send(x_arg, contrib.view(dx.shape).to(torch.int64))
 
 
 def _reduced_dims(args: tuple, kwargs: dict) -> tuple[Any, ...] | None:
