@@ -231,14 +231,22 @@ def test_row_selection_breaks_ties_in_edge_order() -> None:
         np.testing.assert_array_equal(kernels.keep_rows(terms, 0.5), want.numpy())
 
 
-@pytest.mark.parametrize("gain_shape", [(2, 8, 16, 16), (1, 8, 1, 1)])
+@pytest.mark.parametrize("gain_shape", [(2, 8, 16, 16), (1, 8, 1, 1), (8, 1, 1), (1, 1, 16, 16),
+                                        (8, 16, 16), (), (1, 8, 16, 1), (1, 8, 1, 16)])
 def test_fused_sign_product_equals_the_torch_path(gain_shape, monkeypatch) -> None:
+    from nnslicer.backward.policy import _broadcast_block
+
     g = torch.Generator().manual_seed(3)
-    shape = (2, 8, 16, 16)  # 4 096 points: the fused path's minimum
+    shape = (2, 8, 16, 16)
+    # every gain but the last is one block of dims (fused); (1, 8, 1, 16) is not (torch)
+    assert (_broadcast_block(torch.zeros(gain_shape), torch.Size(shape)) is None) == (
+        gain_shape == (1, 8, 1, 16))
     dy = torch.randn(shape, generator=g, dtype=torch.float64)
     dx = torch.randn(shape, generator=g, dtype=torch.float64)
     gain = torch.randn(gain_shape, generator=g, dtype=torch.float64)
-    dy[0, 0], dx[0, 1], gain.view(-1)[:2] = 0.0, 0.0, 0.0  # zero factors give sign 0
+    dy[0, 0], dx[0, 1] = 0.0, 0.0
+    if gain.numel() > 2:
+        gain.view(-1)[:2] = 0.0  # zero factors give sign 0
     c_sign = torch.randint(-1, 2, shape, generator=g)
     policy = NNSlicerPolicy(0.2)
     fused = policy.pointwise(c_sign, dy, gain, dx)
@@ -247,6 +255,9 @@ def test_fused_sign_product_equals_the_torch_path(gain_shape, monkeypatch) -> No
     assert fused.dtype == reference.dtype == torch.int64
     assert torch.equal(fused, reference)
     assert (fused == 0).any() and (fused == 1).any() and (fused == -1).any()
+    if gain.numel() > 1:  # the gain's placement matters, so the equality above checks it
+        reordered = gain.reshape(-1).flip(0).reshape(gain.shape)
+        assert not torch.equal(fused, policy.pointwise(c_sign, dy, reordered, dx))
 
 
 @pytest.mark.parametrize("theta", [0.0, 0.2, 0.9])

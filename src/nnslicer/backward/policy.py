@@ -6,6 +6,7 @@ A rule computes the edges' terms; the policy decides. NNSlicer (docs/spec.md §4
 
 from __future__ import annotations
 
+import math
 import numbers
 from abc import ABC, abstractmethod
 
@@ -16,8 +17,6 @@ from ..errors import InputError
 from . import kernels
 
 DEAD_OUTPUT_RATIO = 1e-3
-#: From this many points the element-wise sign product runs fused in numba (CPU).
-_FUSED_MIN = 4096
 
 
 class SelectionPolicy(ABC):
@@ -38,6 +37,22 @@ class SelectionPolicy(ABC):
     def movement(self, c_sign: Tensor) -> Tensor:
         """Data movement passes the sign of C unchanged."""
         return c_sign
+
+
+def _broadcast_block(gain: Tensor, shape: torch.Size) -> int | None:
+    """How many consecutive points share one gain entry when ``gain`` broadcasts to ``shape``
+    and its non-1 dims are one block of ``shape``'s (a scalar, a per-channel or a full gain);
+    None otherwise (the caller then expands it)."""
+    if gain.dim() > len(shape) or not gain.is_contiguous():
+        return None
+    dims = [1] * (len(shape) - gain.dim()) + list(gain.shape)
+    kept = [i for i, n in enumerate(dims) if n != 1]
+    if not kept:
+        return 1
+    lo, hi = kept[0], kept[-1] + 1
+    if any(dims[i] != shape[i] for i in range(lo, hi)):
+        return None
+    return math.prod(shape[hi:])
 
 
 def _is_number(value: object) -> bool:
@@ -100,12 +115,12 @@ class NNSlicerPolicy(SelectionPolicy):
         return signs * kept
 
     def pointwise(self, c_sign: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
+        inner = _broadcast_block(gain, c_sign.shape)
         if (kernels.ENABLED and c_sign.device.type == "cpu" and c_sign.dtype == torch.int64
-                and c_sign.shape == dy.shape == dx.shape and c_sign.numel() >= _FUSED_MIN
+                and c_sign.shape == dy.shape == dx.shape and inner is not None
                 and dy.dtype == dx.dtype == gain.dtype == torch.float64):
-            flat = [t.reshape(-1).numpy() for t in
-                    (c_sign, dy, gain.expand_as(dy).contiguous(), dx)]
-            return torch.from_numpy(kernels.sign_product(*flat)).view(c_sign.shape)
+            flat = [t.reshape(-1).numpy() for t in (c_sign, dy, gain, dx)]
+            return torch.from_numpy(kernels.sign_product(*flat, inner)).view(c_sign.shape)
         s = dy.sign() * gain.sign() * dx.sign()
         return c_sign * s.to(c_sign.dtype)
 

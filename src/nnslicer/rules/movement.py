@@ -73,6 +73,44 @@ class RearrangeRule(Rule):
                 step.send(_node(step, name), grad.round().to(torch.int64))
 
 
+class ReshapeRule(RearrangeRule):
+    """Flatten, view, reshape, squeeze, unsqueeze, unflatten: the output is the input's points
+    in the same (row-major) order, so the signs go back by a reshape — no autograd call (which
+    cost ~10x more than the node's inference on small nodes)."""
+
+    def backward(self, step: Step) -> None:
+        live = [a for a in step.node.fx_node.all_input_nodes
+                if step.is_live(a) and isinstance(step.value(a), Tensor)]  # not shape sizes
+        value = step.value(live[0]) if len(live) == 1 else None
+        out = step.value_out
+        if not (isinstance(value, Tensor) and value.numel() == out.numel()
+                and value.dtype == out.dtype):  # e.g. view(dtype): the general rule
+            super().backward(step)
+            return
+        step.send(live[0], step.policy.movement(step.c_out.sign()).reshape(value.shape))
+
+
+class ConcatRule(RearrangeRule):
+    """torch.cat: each input's points are one block of the output along ``dim``, so the signs
+    are split back (no autograd call)."""
+
+    def backward(self, step: Step) -> None:
+        args = step.node.fx_node.args
+        parts = args[0] if args else step.node.fx_node.kwargs.get("tensors")
+        dim = args[1] if len(args) > 1 else step.node.fx_node.kwargs.get("dim", 0)
+        out = step.value_out
+        values = [step.value(p) for p in parts] if isinstance(parts, list | tuple) else None
+        if (values is None or not isinstance(dim, int)
+                or any(not isinstance(v, Tensor) or v.dim() != out.dim() for v in values)):
+            super().backward(step)  # legacy empty inputs, a dim given by name...
+            return
+        signs = step.policy.movement(step.c_out.sign())
+        sizes = [v.shape[dim] for v in values]
+        for part, block in zip(parts, signs.split(sizes, dim=dim), strict=True):
+            if step.is_live(part):
+                step.send(part, block)
+
+
 def _node(step: Step, name: str) -> fx.Node:
     return next(a for a in step.node.fx_node.all_input_nodes if a.name == name)
 
@@ -119,6 +157,9 @@ def _float_cast(node: OpNode) -> bool:
 
 
 _rearrange = RearrangeRule(several=_SPLITS)
+_RESHAPES = (nn.Flatten, nn.Unflatten, torch.flatten, torch.reshape, torch.squeeze,
+             torch.unsqueeze, torch.unflatten, "flatten", "view", "reshape", "squeeze",
+             "unsqueeze", "view_as", "reshape_as", "unflatten")
 
 ENTRIES: list[Entry] = [
     (ops(*_IDENTITY_MODULES, *_IDENTITY_METHODS, torch.clone, torch.detach),
@@ -126,6 +167,8 @@ ENTRIES: list[Entry] = [
     (ops("to", "type") & Where(_float_cast, "float cast"), IdentityMovementRule()),
     (ops(*_EVAL_IDENTITY_FUNCTIONS) | FunctionNamed(("stochastic_depth", "drop_path")),
      IdentityMovementRule(verify=True)),
+    (ops(*_RESHAPES), ReshapeRule()),
+    (ops(torch.cat, torch.concat, torch.concatenate), ConcatRule()),
     (ops(*_MOVEMENT_MODULES, *_MOVEMENT_FUNCTIONS, *_MOVEMENT_METHODS), _rearrange),
     (AttributeOf(("T", "mT", "H", "mH")), _rearrange),
     (ItemOf(_SPLITS), _rearrange),

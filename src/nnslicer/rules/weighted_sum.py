@@ -5,8 +5,6 @@ Every output point n has terms t_i (its edges' shares of Δy); the policy keeps 
 (θ-selection for NNSlicer). Terms are built only for points with C != 0, in bounded chunks.
 Average pools and means use t = Δx: the divisor is one positive number per output point, and
 neither the θ rule nor the signs change when all terms of a point are scaled by it.
-Signs sent to inputs are sums of whole numbers in float64 (exact), so they become int64 as
-they are.
 """
 
 from __future__ import annotations
@@ -131,7 +129,7 @@ class ConvRule(Rule):
         contrib = signs.view(B, C, Hp, Wp)[:, :, pt : Hp - pb, pl : Wp - pr]
         if one_d:
             contrib = contrib.squeeze(2)
-        step.send(x_arg, contrib.to(torch.int64))
+        step.send(x_arg, contrib)
 
 
 def window_offsets(rows: int, Cg: int, Hp: int, Wp: int, kh: int, kw: int, sh: int, sw: int,
@@ -175,7 +173,7 @@ def weighted_sum_windows(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor,
     i_k = rowbase[r] + koff[k], r = (b·G + g)·Q + q, g = o // (O / G).
 
     ``src`` is the flat float64 Δ of the input (padded for a conv); ``c`` and ``y_raw`` are
-    (B, Q, O). Returns the signs added to every entry of ``src`` (float64, same shape) and adds
+    (B, Q, O). Returns the signs added to every entry of ``src`` (int64, same shape) and adds
     the synapse signs to ``syn`` (None: an edge without synapses). ``overlapping``: rows may
     share entries.
     """
@@ -203,7 +201,7 @@ def weighted_sum_windows(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor,
         signs = step.policy.weighted_sum(terms, c_sign[part], y[part])
         buffer.index_add_(0, synrow[part], signs)
         out.index_add_(0, entries.reshape(-1), signs.reshape(-1).to(torch.float64))
-    return out
+    return out.to(torch.int64)  # sums of whole numbers, exact in float64
 
 
 def _windows_on_cpu(step: Step, src: Tensor, rowbase: Tensor, koff: Tensor, weight: Tensor,
@@ -288,12 +286,12 @@ class LinearRule(Rule):
                 _weight_arg(step.node))
         if chain is None or len(chain) == 1:  # the parameter itself
             syn = step.synapse_target(_weight_name(step.node), weight.shape)
-            step.send(x_arg, _linear_core(step, x_arg, weight, syn).to(torch.int64))
+            step.send(x_arg, _linear_core(step, x_arg, weight, syn))
             return
         scratch = step.synapse_scratch([chain[0].target], *weight.shape)
         signs = _linear_core(step, x_arg, weight, scratch)
         step.add_view_synapses(chain, scratch.buffer.view(-1, *weight.shape))
-        step.send(x_arg, signs.to(torch.int64))
+        step.send(x_arg, signs)
 
 
 class ConstantMatmulRule(Rule):
@@ -336,7 +334,7 @@ class ConstantMatmulRule(Rule):
             counts = scratch.buffer.view(-1, *w.shape)
         if chain:  # counts on W's elements, back onto the parameter behind it
             step.add_view_synapses(chain, counts)
-        step.send(x, signs.to(torch.int64))
+        step.send(x, signs)
 
 
 class BlockLinearRule(Rule):
@@ -380,7 +378,7 @@ class BlockLinearRule(Rule):
         for name, w, part in zip(names, weights, counts, strict=True):
             step.add_synapses([name], w.shape, part, rows=(lo, hi))
         for a, part in zip(inputs, signs.split(widths, dim=-1), strict=True):
-            step.send(a, sum_to_shape(part, step.value(a).shape).to(torch.int64))
+            step.send(a, sum_to_shape(part, step.value(a).shape))
 
 
 class AddSubRule(Rule):
