@@ -282,6 +282,30 @@ def test_two_term_rows_equal_the_torch_path(theta: float, monkeypatch) -> None:
     assert (kept == 0).any() and (kept == 1).any() and (kept == 2).any()
 
 
+@pytest.mark.parametrize("theta", [0.0, 0.2, 0.9])
+def test_two_operand_points_equal_the_torch_path(theta: float, monkeypatch) -> None:
+    """Whole tensors of two-term points (the add and product rules'): the fused pass against
+    the torch path, which lists the live points and selects them with ``theta_keep``."""
+    g = torch.Generator().manual_seed(6)
+    shape = (3, 4, 10, 10)
+    ta = torch.randn(shape, generator=g, dtype=torch.float64)
+    tb = torch.randn(shape, generator=g, dtype=torch.float64)
+    tb[0] = -ta[0] * (1 + 1e-5 * torch.rand(shape[1:], generator=g, dtype=torch.float64))
+    ta[1, 0] = 0.0  # zero terms are never kept
+    tb[1, 1] = ta[1, 1]  # equal magnitudes
+    c = torch.randint(-2, 3, shape, generator=g)  # C = 0: no signs; |C| > 1: only its sign
+    policy = NNSlicerPolicy(theta)
+    fused = policy.two_terms(c, ta, tb, ta + tb)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    reference = policy.two_terms(c, ta, tb, ta + tb)
+    for f, r in zip(fused, reference, strict=True):
+        assert f.dtype == r.dtype == torch.int64 and f.shape == shape
+        assert torch.equal(f, r)
+    kept = (reference[0] != 0).int() + (reference[1] != 0).int()
+    assert (kept[c != 0] == 0).any() and (kept == 1).any() and (kept == 2).any()
+    assert not kept[c == 0].any()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_fused_delta_equals_the_torch_path(dtype: torch.dtype, per_sample: bool,

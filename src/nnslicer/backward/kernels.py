@@ -224,28 +224,39 @@ if AVAILABLE:
                             i += 1
         return xrow, wrow, csign, yraw, group
 
+    @njit(cache=True, inline="always")
+    def _two_term(a, b, cs, theta):  # pragma: no cover - compiled
+        """NNSlicer's signs of a point with two terms a, b and sign of C cs: θ-selection
+        without a sort (the larger term alone, or both), as ``policy.theta_keep`` computes it."""
+        total = a + b
+        ma, mb = abs(a), abs(b)
+        if not abs(total) > _DEAD_OUTPUT_RATIO * max(ma, mb):
+            return 0, 0
+        cut = 0.0
+        if theta > 0.0:
+            larger = a if ma >= mb else b
+            first_enough = abs(total - larger) < theta * abs(total)
+            cut = max(ma, mb) if first_enough else min(ma, mb)
+        s0 = cs * (1 if total > 0 else -1)
+        sa = (s0 if a > 0 else -s0) if a != 0.0 and ma >= cut else 0
+        sb = (s0 if b > 0 else -s0) if b != 0.0 and mb >= cut else 0
+        return sa, sb
+
     @njit(cache=True, parallel=True)
     def _two_term_signs(terms, c_sign, theta, out):  # pragma: no cover - compiled
-        """NNSlicer's signs of two-term rows (tensor ± tensor): θ-selection without a sort
-        (the larger term alone, or both), as ``policy.theta_keep`` computes it."""
+        """_two_term of every row of terms (N, 2)."""
         for i in prange(terms.shape[0]):
-            a, b = terms[i, 0], terms[i, 1]
-            total = a + b
-            ma, mb = abs(a), abs(b)
-            out[i, 0] = 0
-            out[i, 1] = 0
-            if not abs(total) > _DEAD_OUTPUT_RATIO * max(ma, mb):
-                continue
-            cut = 0.0
-            if theta > 0.0:
-                larger = a if ma >= mb else b
-                first_enough = abs(total - larger) < theta * abs(total)
-                cut = max(ma, mb) if first_enough else min(ma, mb)
-            s0 = c_sign[i] * (1 if total > 0 else -1)
-            if a != 0.0 and ma >= cut:
-                out[i, 0] = s0 if a > 0 else -s0
-            if b != 0.0 and mb >= cut:
-                out[i, 1] = s0 if b > 0 else -s0
+            out[i, 0], out[i, 1] = _two_term(terms[i, 0], terms[i, 1], c_sign[i], theta)
+
+    @njit(cache=True, parallel=True)
+    def _two_operand_signs(c, ta, tb, theta, out_a, out_b):  # pragma: no cover - compiled
+        """_two_term of every point of flat C with terms ta, tb; 0 where C = 0."""
+        for i in prange(c.shape[0]):
+            if c[i] == 0:
+                out_a[i] = 0
+                out_b[i] = 0
+            else:
+                out_a[i], out_b[i] = _two_term(ta[i], tb[i], 1 if c[i] > 0 else -1, theta)
 
     @njit(cache=True, parallel=True)
     def _sign_product(c, dy, gain, dx, inner, out):  # pragma: no cover - compiled
@@ -401,6 +412,16 @@ def two_term_signs(terms: np.ndarray, c_sign: np.ndarray, theta: float) -> np.nd
     with first_call(_two_term_signs):
         _two_term_signs(terms, c_sign, float(theta), out)
     return out
+
+
+def two_operand_signs(c: np.ndarray, ta: np.ndarray, tb: np.ndarray, theta: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """NNSlicer's signs (int64) of the two terms of every point of flat int64 C (float64
+    terms ta, tb of the same length); 0 where C = 0."""
+    out_a, out_b = np.empty(c.shape[0], dtype=np.int64), np.empty(c.shape[0], dtype=np.int64)
+    with first_call(_two_operand_signs):
+        _two_operand_signs(c, ta, tb, float(theta), out_a, out_b)
+    return out_a, out_b
 
 
 def sign_product(c: np.ndarray, dy: np.ndarray, gain: np.ndarray, dx: np.ndarray,

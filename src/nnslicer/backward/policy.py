@@ -38,6 +38,23 @@ class SelectionPolicy(ABC):
         """Data movement passes the sign of C unchanged."""
         return c_sign
 
+    def two_terms(self, c: Tensor, ta: Tensor, tb: Tensor, y_raw: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+        """Points with two terms each (tensor ± tensor, x · y): C, the terms ta, tb (float64)
+        and the raw output, all the same shape -> the signs of each term (int64, that shape;
+        0 where C = 0). The weighted-sum selection of the live points."""
+        flat_c = c.reshape(-1)
+        idx = flat_c.nonzero().squeeze(1)
+        terms = torch.stack([ta.reshape(-1)[idx], tb.reshape(-1)[idx]], dim=1)
+        signs = self.weighted_sum(terms, flat_c[idx].sign(),
+                                  y_raw.reshape(-1)[idx].to(torch.float64))
+        out = []
+        for column in (0, 1):
+            full = torch.zeros(flat_c.shape, dtype=torch.int64, device=c.device)
+            full[idx] = signs[:, column]
+            out.append(full.view(c.shape))
+        return out[0], out[1]
+
 
 def _broadcast_block(gain: Tensor, shape: torch.Size) -> int | None:
     """How many consecutive points share one gain entry when ``gain`` broadcasts to ``shape``
@@ -113,6 +130,15 @@ class NNSlicerPolicy(SelectionPolicy):
             kept, total = theta_keep(terms, self.theta)
         signs = (c_sign * total.sign().to(c_sign.dtype))[:, None] * terms.sign().to(c_sign.dtype)
         return signs * kept
+
+    def two_terms(self, c: Tensor, ta: Tensor, tb: Tensor, y_raw: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+        if (kernels.ENABLED and c.device.type == "cpu" and c.dtype == torch.int64
+                and ta.dtype == tb.dtype == torch.float64):  # one pass, no gathers
+            flat = [t.contiguous().view(-1).numpy() for t in (c, ta, tb)]
+            sa, sb = kernels.two_operand_signs(*flat, self.theta)
+            return torch.from_numpy(sa).view(c.shape), torch.from_numpy(sb).view(c.shape)
+        return super().two_terms(c, ta, tb, y_raw)
 
     def pointwise(self, c_sign: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
         inner = _broadcast_block(gain, c_sign.shape)

@@ -44,19 +44,11 @@ class ProductRule(Rule):
         a, b = _operands(step)
         c = step.c_out
         shape = c.shape
-        flat_c = c.reshape(-1)
-        idx = flat_c.nonzero().squeeze(1)
-        da = step.delta(a).expand(shape).reshape(-1)[idx]
-        db = step.delta(b).expand(shape).reshape(-1)[idx]
-        ma = _midpoint(step, a, shape).reshape(-1)[idx]
-        mb = _midpoint(step, b, shape).reshape(-1)[idx]
-        terms = torch.stack([da * mb, db * ma], dim=1)
-        y = step.value_out.reshape(-1)[idx].to(torch.float64)
-        signs = step.policy.weighted_sum(terms, flat_c[idx].sign(), y)
-        for operand, column in ((a, 0), (b, 1)):
-            full = torch.zeros(flat_c.shape, dtype=torch.int64, device=c.device)
-            full[idx] = signs[:, column]
-            step.send(operand, sum_to_shape(full.view(shape), step.value(operand).shape))
+        ta = step.delta(a).expand(shape) * _midpoint(step, b, shape)
+        tb = step.delta(b).expand(shape) * _midpoint(step, a, shape)
+        signs = step.policy.two_terms(c, ta, tb, step.value_out)
+        for operand, part in zip((a, b), signs, strict=True):
+            step.send(operand, sum_to_shape(part, step.value(operand).shape))
 
 
 class MatmulRule(Rule):

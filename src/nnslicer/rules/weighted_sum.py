@@ -410,17 +410,11 @@ class AddSubRule(Rule):
         if not (step.is_live(a) and step.is_live(b)):
             self._with_constant(step, a, b, sign_b)
             return
-        shape = c.shape
-        flat_c = c.reshape(-1)
-        idx = flat_c.nonzero().squeeze(1)
-        da = step.delta(a).expand(shape).reshape(-1)[idx]
-        db = step.delta(b).expand(shape).reshape(-1)[idx] * sign_b
-        y = step.value_out.reshape(-1)[idx].to(torch.float64)
-        signs = step.policy.weighted_sum(torch.stack([da, db], dim=1), flat_c[idx].sign(), y)
-        for operand, column in ((a, 0), (b, 1)):
-            full = torch.zeros(flat_c.shape, dtype=torch.int64, device=c.device)
-            full[idx] = signs[:, column]
-            step.send(operand, sum_to_shape(full.view(shape), step.value(operand).shape))
+        db = step.delta(b).expand(c.shape)
+        signs = step.policy.two_terms(c, step.delta(a).expand(c.shape),
+                                      db if sign_b == 1 else db * sign_b, step.value_out)
+        for operand, part in zip((a, b), signs, strict=True):
+            step.send(operand, sum_to_shape(part, step.value(operand).shape))
 
     def _with_constant(self, step: Step, a: object, b: object, sign_b: float) -> None:
         c_sign = step.c_out.sign()
