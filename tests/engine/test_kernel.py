@@ -205,6 +205,53 @@ def test_live_points_are_the_nonzero_points_in_row_major_order(transposed: bool,
     assert all(len(a) == 0 for a in empty)
 
 
+@pytest.mark.parametrize("pool", [
+    lambda: torch.nn.AvgPool2d(2),
+    lambda: torch.nn.AvgPool2d(3, stride=2, padding=1),           # overlapping, padded
+    lambda: torch.nn.AvgPool2d(3, stride=2, ceil_mode=True),      # a partial last window
+    lambda: torch.nn.AdaptiveAvgPool2d((3, 1)),                   # sizes that divide 9 x 9
+    lambda: torch.nn.AdaptiveAvgPool2d((2, 4)),                   # uneven: the window table
+])
+def test_pool_windows_through_the_kernel_equal_the_torch_path(pool, monkeypatch) -> None:
+    import nnslicer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), pool(), torch.nn.Flatten(),
+        torch.nn.LazyLinear(5),
+    )
+    model(torch.randn(1, 3, 9, 9))
+    model.eval()
+    slicer = nnslicer.Slicer(model, theta=0.2, batch_size=8)
+    slicer.profile([torch.randn(24, 3, 9, 9)])
+    x = torch.randn(8, 3, 9, 9)
+    fast = slicer.slice(x, per_sample=True)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    slow = slicer.slice(x, per_sample=True)
+    for name, n in slow.neurons.items():
+        assert torch.equal(fast.neurons[name], n), name
+    assert slow.neurons["_1"].abs().sum() > 0  # the pool passed signs back (to the ReLU)
+
+
+def test_pool_1d_windows_through_the_kernel_equal_the_torch_path(monkeypatch) -> None:
+    import nnslicer
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(2, 4, 3), torch.nn.ReLU(), torch.nn.AvgPool1d(3, stride=2, padding=1),
+        torch.nn.AdaptiveAvgPool1d(2), torch.nn.Flatten(), torch.nn.Linear(8, 3),
+    ).eval()
+    slicer = nnslicer.Slicer(model, theta=0.2, batch_size=8)
+    slicer.profile([torch.randn(24, 2, 14)])
+    x = torch.randn(8, 2, 14)
+    fast = slicer.slice(x, per_sample=True)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    slow = slicer.slice(x, per_sample=True)
+    for name, n in slow.neurons.items():
+        assert torch.equal(fast.neurons[name], n), name
+    assert slow.neurons["_1"].abs().sum() > 0
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 40), st.integers(3, 300), st.sampled_from([0.05, 0.2, 0.5, 0.9]),
        st.floats(0.0, 0.9), st.integers(0, 2**31 - 1))

@@ -498,8 +498,41 @@ class AvgPoolRule(Rule):
         stride = _pair(stride, n) if stride not in (None, [], ()) else kernel
         padding = _pair(padding, n)
         out = tuple(step.value_out.shape[-n:])
-        table = _sliding_table(spatial, out, kernel, stride, padding, x.device)
-        _window_backward(step, x_arg, table, math.prod(spatial))
+        if not _uniform_windows(step, x_arg, spatial, out, kernel, stride, padding):
+            table = _sliding_table(spatial, out, kernel, stride, padding, x.device)
+            _window_backward(step, x_arg, table, math.prod(spatial))
+
+
+def _uniform_windows(step: Step, x_arg: object, spatial: tuple[int, ...], out: tuple[int, ...],
+                     kernel: tuple, stride: tuple, padding: tuple) -> bool:
+    """A pool whose windows all have one shape (sliding, or adaptive with sizes that divide)
+    as a conv of weight 1 over each plane, through the numba kernel: t = 1 · Δx, in the same
+    (row-major) window order as its table. Padding is zeros on the top/left and, for the
+    windows ceil_mode adds, one stride more on the bottom/right (as ``_sliding_table``); zero
+    terms are never kept. False (nothing sent) where the kernel does not run."""
+    mode = getattr(step.policy, "kernel_mode", None)
+    dx = step.delta(x_arg)
+    if not (kernels.ENABLED and mode is not None and dx.device.type == "cpu"):
+        return False
+    one_d = len(spatial) == 1
+    (H, W), (Ho, Wo) = ((1, *spatial), (1, *out)) if one_d else (spatial, out)
+    (kh, kw), (sh, sw) = ((1, *a) if one_d else a for a in (kernel, stride))
+    ph, pw = (0, *padding) if one_d else padding
+    rows = dx.numel() // (H * W)
+    pads = (pw, pw + sw, ph, ph + sh)
+    xp = F.pad(dx.reshape(rows, 1, H, W), pads).contiguous()
+    Hp, Wp = xp.shape[-2:]
+    rowbase, koff = (torch.from_numpy(a) for a in window_offsets(rows, 1, Hp, Wp, kh, kw, sh, sw,
+                                                                  1, 1, Ho, Wo))
+    L = Ho * Wo
+    signs = _windows_on_cpu(
+        step, xp.view(-1), rowbase, koff, torch.ones(1, kh * kw, dtype=torch.float64),
+        step.c_out.reshape(rows, L, 1), step.value_out.reshape(rows, L, 1), 1,
+        step.synapse_scratch([], 1, kh * kw), lambda b, q, o: b * L + q,
+        (kh - 1) >= sh or (kw - 1) >= sw, mode)
+    contrib = signs.view(rows, Hp, Wp)[:, ph : Hp - ph - sh, pw : Wp - pw - sw]
+    step.send(x_arg, contrib.reshape(dx.shape))
+    return True
 
 
 def _adaptive_windows(size_in: int, size_out: int) -> list[range]:
@@ -521,6 +554,10 @@ class AdaptiveAvgPoolRule(Rule):
         n = pool_dims(step)
         spatial = tuple(x.shape[-n:])
         out = tuple(step.value_out.shape[-n:])
+        if all(i % o == 0 for i, o in zip(spatial, out, strict=True)):  # windows of one shape
+            kernel = tuple(i // o for i, o in zip(spatial, out, strict=True))
+            if _uniform_windows(step, x_arg, spatial, out, kernel, kernel, (0,) * n):
+                return
         per_dim = [_adaptive_windows(i, o) for i, o in zip(spatial, out, strict=True)]
         P = math.prod(spatial)
         strides = [math.prod(spatial[d + 1 :]) for d in range(len(spatial))]

@@ -132,6 +132,7 @@ class OperatorGraph:
         self.module.eval()
         self.module_outputs = tracer.module_outputs
         self._modules = dict(self.module.named_modules())
+        self._synapses: tuple[tuple[Any, ...], dict[str, torch.Tensor]] | None = None
         self._check_signature()
         self._build(hooks)
         if self._split_several_outputs(hooks):
@@ -217,7 +218,12 @@ class OperatorGraph:
         return [n for n in self.nodes if n.live]
 
     def synapse_parameters(self) -> dict[str, torch.Tensor]:
-        """Parameters that carry synapses: the weights used by weighted-sum rules."""
+        """Parameters that carry synapses: the weights used by weighted-sum rules (kept while
+        the nodes keep their rules: every slice asks, and walking the modules took longer
+        than a small model's inference). Do not modify the dict."""
+        rules = tuple(node.rule for node in self.nodes)
+        if self._synapses is not None and self._synapses[0] == rules:
+            return self._synapses[1]
         params = dict(self.module.named_parameters())
         names: dict[str, torch.Tensor] = {}
         for node in self.nodes:
@@ -225,6 +231,7 @@ class OperatorGraph:
                 for pname in node.rule.synapse_names(node):
                     if pname in params:  # a constant operand may be a buffer: no synapses
                         names[pname] = params[pname]
+        self._synapses = rules, names
         return names
 
     def parameter_of(self, node: Any) -> tuple[str, torch.Tensor] | None:
