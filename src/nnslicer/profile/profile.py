@@ -233,6 +233,9 @@ CLASS_TABLE_BUDGET = 2 << 30
 #: (unless the caller's batches are bigger): bigger passes run slower (fresh pages for every
 #: tensor, caches missed), ResNet-10 batch 64 vs 16 +15 %, MobileNetV2 +100 % per sample.
 PASS_BYTES = 96 << 20
+#: Chunks of a model with small nodes grow beyond 4 × batch_size while one node's values of a
+#: pass stay within this (Slicer.profile_here).
+NODE_BYTES = 4 << 20
 #: Unlabelled samples whose values are held until their prediction is known: at most this many
 #: bytes of them at a time.
 HELD_BYTES = 96 << 20
