@@ -111,6 +111,33 @@ class ConcatRule(RearrangeRule):
                 step.send(part, block)
 
 
+class PickRule(RearrangeRule):
+    """Operators that only pick input points (permute, transpose, indexing, flip, roll,
+    expand, repeat…): the signs are added back to the picked points. Which point each output
+    point picked is read by running the operator on the input's point indices (one call and
+    one scatter instead of an autograd call)."""
+
+    def backward(self, step: Step) -> None:
+        live = [a for a in step.node.fx_node.all_input_nodes
+                if step.is_live(a) and isinstance(step.value(a), Tensor)]
+        if len(live) != 1 or self.several_outputs(step.node):  # e.g. live indices
+            super().backward(step)
+            return
+        x = step.value(live[0])
+        try:
+            picked = step.call({live[0].name: torch.arange(x.numel(), device=x.device).view(
+                x.shape)})
+        except (RuntimeError, TypeError, NotImplementedError):  # no integer form of the op
+            picked = None
+        if not isinstance(picked, Tensor) or picked.shape != step.c_out.shape:
+            super().backward(step)
+            return
+        signs = step.policy.movement(step.c_out.sign())
+        contrib = torch.zeros(x.numel(), dtype=torch.int64, device=x.device)
+        contrib.index_add_(0, picked.reshape(-1), signs.reshape(-1))
+        step.send(live[0], contrib.view(x.shape))
+
+
 def _node(step: Step, name: str) -> fx.Node:
     return next(a for a in step.node.fx_node.all_input_nodes if a.name == name)
 
@@ -157,6 +184,16 @@ def _float_cast(node: OpNode) -> bool:
 
 
 _rearrange = RearrangeRule(several=_SPLITS)
+#: operators whose every output point is one input point (none is a constant): the indices
+#: of the points (int64) go through them as the values do
+_PICKS = (nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle, torch.permute,
+          torch.transpose, torch.t, torch.swapaxes, torch.swapdims, torch.movedim,
+          torch.moveaxis, torch.flip, torch.fliplr, torch.flipud, torch.roll, torch.rot90,
+          torch.narrow, torch.select, operator.getitem, torch.tile, torch.index_select,
+          torch.gather, torch.take_along_dim, F.pixel_shuffle, F.pixel_unshuffle,
+          torch.channel_shuffle, "permute", "transpose", "t", "swapaxes", "swapdims",
+          "movedim", "moveaxis", "flip", "roll", "narrow", "select", "expand", "expand_as",
+          "repeat", "tile", "index_select", "gather", "unfold")
 _RESHAPES = (nn.Flatten, nn.Unflatten, torch.flatten, torch.reshape, torch.squeeze,
              torch.unsqueeze, torch.unflatten, "flatten", "view", "reshape", "squeeze",
              "unsqueeze", "view_as", "reshape_as", "unflatten")
@@ -168,6 +205,7 @@ ENTRIES: list[Entry] = [
     (ops(*_EVAL_IDENTITY_FUNCTIONS) | FunctionNamed(("stochastic_depth", "drop_path")),
      IdentityMovementRule(verify=True)),
     (ops(*_RESHAPES), ReshapeRule()),
+    (ops(*_PICKS), PickRule()),
     (ops(torch.cat, torch.concat, torch.concatenate), ConcatRule()),
     (ops(*_MOVEMENT_MODULES, *_MOVEMENT_FUNCTIONS, *_MOVEMENT_METHODS), _rearrange),
     (AttributeOf(("T", "mT", "H", "mH")), _rearrange),

@@ -67,7 +67,7 @@ class MaxPoolRule(Rule):
         dx_sel = step.delta(x_arg).reshape(rows, -1).gather(1, flat_idx)
         c_sign = step.c_out.reshape(rows, -1).sign()
         dy = step.delta_out.reshape(rows, -1)
-        signs = step.policy.pointwise(c_sign, dy, torch.ones_like(dy), dx_sel)
+        signs = step.policy.pointwise(c_sign, dy, torch.ones((), dtype=dy.dtype), dx_sel)
         contrib = torch.zeros(rows, plane, dtype=torch.int64, device=x.device)
         contrib.scatter_add_(1, flat_idx, signs)
         step.send(x_arg, contrib.view(x.shape))
@@ -124,7 +124,7 @@ class MaxOverDimsRule(Rule):
         dx_sel = step.delta(x_arg).reshape(-1)[source]
         c_sign = step.c_out.reshape(-1).sign()
         dy = step.delta_out.reshape(-1)
-        signs = step.policy.pointwise(c_sign, dy, torch.ones_like(dy), dx_sel)
+        signs = step.policy.pointwise(c_sign, dy, torch.ones((), dtype=dy.dtype), dx_sel)
         contrib = torch.zeros(x.numel(), dtype=torch.int64, device=x.device)
         contrib.index_add_(0, source, signs)
         step.send(x_arg, contrib.view(x.shape))
