@@ -83,8 +83,9 @@ class ReshapeRule(RearrangeRule):
                 if step.is_live(a) and isinstance(step.value(a), Tensor)]  # not shape sizes
         value = step.value(live[0]) if len(live) == 1 else None
         out = step.value_out
-        if not (isinstance(value, Tensor) and value.numel() == out.numel()
-                and value.dtype == out.dtype):  # e.g. view(dtype): the general rule
+        if not (isinstance(value, Tensor) and value.is_floating_point()
+                and value.numel() == out.numel() and value.dtype == out.dtype):
+            # view(dtype), integer inputs (the general rule sends them nothing)
             super().backward(step)
             return
         step.send(live[0], step.policy.movement(step.c_out.sign()).reshape(value.shape))
@@ -106,8 +107,8 @@ class ConcatRule(RearrangeRule):
             return
         signs = step.policy.movement(step.c_out.sign())
         sizes = [v.shape[dim] for v in values]
-        for part, block in zip(parts, signs.split(sizes, dim=dim), strict=True):
-            if step.is_live(part):
+        for part, value, block in zip(parts, values, signs.split(sizes, dim=dim), strict=True):
+            if step.is_live(part) and value.is_floating_point():  # as the general rule
                 step.send(part, block)
 
 
@@ -120,10 +121,11 @@ class PickRule(RearrangeRule):
     def backward(self, step: Step) -> None:
         live = [a for a in step.node.fx_node.all_input_nodes
                 if step.is_live(a) and isinstance(step.value(a), Tensor)]
-        if len(live) != 1 or self.several_outputs(step.node):  # e.g. live indices
+        x = step.value(live[0]) if len(live) == 1 else None
+        # live indices, integer inputs (the general rule sends them nothing)
+        if x is None or not x.is_floating_point() or self.several_outputs(step.node):
             super().backward(step)
             return
-        x = step.value(live[0])
         try:
             picked = step.call({live[0].name: torch.arange(x.numel(), device=x.device).view(
                 x.shape)})
