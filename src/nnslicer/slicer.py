@@ -86,7 +86,7 @@ class Slicer:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.memory_budget = memory_budget
-        self._point_count: tuple[int, int] | None = None  # see value_sizes
+        self._value_sizes: tuple[int, int] | None = None  # see value_sizes
         self.progress = progress
         self.executor = make_executor(executor, num_workers)
         self._model = model
@@ -193,13 +193,13 @@ class Slicer:
         """(floating-point values one sample makes, those of its largest node), from one
         recorded sample, measured once; only nodes that depend on the input (parameters read by
         the graph do not grow with the samples)."""
-        if self._point_count is None:
+        if self._value_sizes is None:
             values = record_values(self.graph, x[:1].to(self.device))
             live = {n.name for n in self.graph.live_nodes()}
             sizes = [v.numel() for k, v in values.items()
                      if k in live and isinstance(v, Tensor) and v.is_floating_point()]
-            self._point_count = sum(sizes), max(sizes, default=0)
-        return self._point_count
+            self._value_sizes = sum(sizes), max(sizes, default=0)
+        return self._value_sizes
 
     def use_profile(self, profile: Profile | str | Path) -> Profile:
         """Use a saved or computed profile; ProfileMismatch if it belongs to another model."""

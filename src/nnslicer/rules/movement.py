@@ -79,16 +79,13 @@ class ReshapeRule(RearrangeRule):
     cost ~10x more than the node's inference on small nodes)."""
 
     def backward(self, step: Step) -> None:
-        live = [a for a in step.node.fx_node.all_input_nodes
-                if step.is_live(a) and isinstance(step.value(a), Tensor)]  # not shape sizes
-        value = step.value(live[0]) if len(live) == 1 else None
+        source = _only_float_source(step)
         out = step.value_out
-        if not (isinstance(value, Tensor) and value.is_floating_point()
-                and value.numel() == out.numel() and value.dtype == out.dtype):
-            # view(dtype), integer inputs (the general rule sends them nothing)
-            super().backward(step)
+        if source is None or source[1].numel() != out.numel() or source[1].dtype != out.dtype:
+            super().backward(step)  # e.g. view(dtype)
             return
-        step.send(live[0], step.policy.movement(step.c_out.sign()).reshape(value.shape))
+        arg, value = source
+        step.send(arg, step.policy.movement(step.c_out.sign()).reshape(value.shape))
 
 
 class ConcatRule(RearrangeRule):
@@ -119,16 +116,13 @@ class PickRule(RearrangeRule):
     one scatter instead of an autograd call)."""
 
     def backward(self, step: Step) -> None:
-        live = [a for a in step.node.fx_node.all_input_nodes
-                if step.is_live(a) and isinstance(step.value(a), Tensor)]
-        x = step.value(live[0]) if len(live) == 1 else None
-        # live indices, integer inputs (the general rule sends them nothing)
-        if x is None or not x.is_floating_point() or self.several_outputs(step.node):
+        source = _only_float_source(step)
+        if source is None:
             super().backward(step)
             return
+        arg, x = source
         try:
-            picked = step.call({live[0].name: torch.arange(x.numel(), device=x.device).view(
-                x.shape)})
+            picked = step.call({arg.name: torch.arange(x.numel(), device=x.device).view(x.shape)})
         except (RuntimeError, TypeError, NotImplementedError):  # no integer form of the op
             picked = None
         if not isinstance(picked, Tensor) or picked.shape != step.c_out.shape:
@@ -137,7 +131,18 @@ class PickRule(RearrangeRule):
         signs = step.policy.movement(step.c_out.sign())
         contrib = torch.zeros(x.numel(), dtype=torch.int64, device=x.device)
         contrib.index_add_(0, picked.reshape(-1), signs.reshape(-1))
-        step.send(live[0], contrib.view(x.shape))
+        step.send(arg, contrib.view(x.shape))
+
+
+def _only_float_source(step: Step) -> tuple[fx.Node, Tensor] | None:
+    """The node's only input-dependent tensor operand and its value, when that is a float
+    tensor; None when there are several (live indices, two operands) or it is an integer
+    tensor, which the general rule (autograd) sends nothing. Shape sizes do not count."""
+    live = [a for a in step.node.fx_node.all_input_nodes
+            if step.is_live(a) and isinstance(step.value(a), Tensor)]
+    if len(live) != 1 or not step.value(live[0]).is_floating_point():
+        return None
+    return live[0], step.value(live[0])
 
 
 def _node(step: Step, name: str) -> fx.Node:
