@@ -355,13 +355,15 @@ def test_two_operand_points_equal_the_torch_path(theta: float, monkeypatch) -> N
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("sample_shape", [(2, 3, 4), (5, 40, 41), (5, 80, 81)],
+                         ids=["serial", "a-block-a-row", "blocks-in-a-row"])
 def test_fused_delta_equals_the_torch_path(dtype: torch.dtype, per_sample: bool,
-                                           monkeypatch) -> None:
+                                           sample_shape: tuple[int, ...], monkeypatch) -> None:
     from nnslicer.backward import engine
 
     g = torch.Generator().manual_seed(5)
-    value = torch.randn(3, 5, 40, 41, generator=g).to(dtype)  # 8 200 points: several blocks
-    ref = torch.randn(3 if per_sample else 1, 5, 40, 41, generator=g, dtype=torch.float64)
+    value = torch.randn(3, *sample_shape, generator=g).to(dtype)
+    ref = torch.randn(3 if per_sample else 1, *sample_shape, generator=g, dtype=torch.float64)
     value[0, 0, 0, :3] = torch.tensor([float("-inf"), float("inf"), 2.5])
     ref[0, 0, 0, :3] = torch.tensor([float("-inf"), float("inf"), 2.5])  # Δ 0, not NaN
     value[1, 1, 1, 1] = float("-inf")  # against a finite reference: stays -inf

@@ -175,18 +175,32 @@ if AVAILABLE:
             for k in range(K):
                 kept[r, k] = t[k] != 0.0 and abs(t[k]) >= cut
 
+    @njit(cache=True, inline="always")
+    def _delta_run(v, r, out):  # pragma: no cover - compiled
+        """out = v − r over one run of a row; 0 where v == r (also ±inf, where v − r is NaN).
+        On 1-D slices, so the loop vectorises (2-D indexing per point ran 2.5-6x slower)."""
+        for j in range(v.shape[0]):
+            x = np.float64(v[j])
+            out[j] = 0.0 if x == r[j] else x - r[j]
+
+    @njit(cache=True)
+    def _delta_serial(v, ref, out):  # pragma: no cover - compiled
+        """_delta of arrays too small to share out (a parallel launch costs ~2 µs)."""
+        for b in range(v.shape[0]):
+            _delta_run(v[b], ref[0] if ref.shape[0] == 1 else ref[b], out[b])
+
     @njit(cache=True, parallel=True)
     def _delta(v, ref, out, block):  # pragma: no cover - compiled
-        """out = v − ref in float64, rows of ref repeated when it has one; 0 where v == ref
-        (also for ±inf, where the difference would be NaN)."""
+        """out = v − ref in float64, rows of ref repeated when it has one, in blocks of
+        ``block`` points of a row, blocks in parallel."""
         n = v.shape[1]
         blocks = (n + block - 1) // block
+        one = ref.shape[0] == 1
         for k in prange(v.shape[0] * blocks):
-            b, j0 = k // blocks, (k % blocks) * block
-            r = ref[0] if ref.shape[0] == 1 else ref[b]
-            for j in range(j0, min(n, j0 + block)):
-                x = np.float64(v[b, j])
-                out[b, j] = 0.0 if x == r[j] else x - r[j]
+            b = k // blocks
+            j0 = (k - b * blocks) * block
+            j1 = min(n, j0 + block)
+            _delta_run(v[b, j0:j1], ref[0 if one else b, j0:j1], out[b, j0:j1])
 
     @njit(cache=True)
     def _live_points(c, y, groups, n, transposed):  # pragma: no cover - compiled
@@ -391,8 +405,13 @@ def keep_rows(terms: np.ndarray, theta: float) -> np.ndarray:
 def delta(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Δ = v − ref (float64) of v (B, N) float32/float64 and ref (1 or B, N) float64."""
     out = np.empty(v.shape, dtype=np.float64)
-    with first_call(_delta):
-        _delta(v, ref, out, 1 << 14)
+    block = 1 << 14
+    if v.size <= block:
+        with first_call(_delta_serial):
+            _delta_serial(v, ref, out)
+    else:
+        with first_call(_delta):
+            _delta(v, ref, out, block)
     return out
 
 
