@@ -274,19 +274,19 @@ if AVAILABLE:
 
     @njit(cache=True, parallel=True)
     def _sign_product(c, dy, gain, dx, inner, out):  # pragma: no cover - compiled
-        """out = c · sign(dy) · sign(gain) · sign(dx), flat, in one pass (torch makes five);
+        """out = sign(c) · sign(dy) · sign(gain) · sign(dx), flat, in one pass (torch makes six);
         the points come in blocks of ``inner`` sharing a gain entry, block j's being
         gain[j % len(gain)] (a gain broadcast over the points)."""
         n, m = out.shape[0], gain.shape[0]
         if m == n:  # a gain per point: no index arithmetic
             for i in prange(n):
                 s = np.sign(dy[i]) * np.sign(gain[i]) * np.sign(dx[i])
-                out[i] = c[i] * np.int64(s)
+                out[i] = np.sign(c[i]) * np.int64(s)
             return
         for j in prange(n // inner):
             g = np.sign(gain[j % m])
             for i in range(j * inner, (j + 1) * inner):
-                out[i] = c[i] * np.int64(np.sign(dy[i]) * g * np.sign(dx[i]))
+                out[i] = np.sign(c[i]) * np.int64(np.sign(dy[i]) * g * np.sign(dx[i]))
 
     @njit(cache=True, parallel=True)
     def _add_chunks(syn_out, syn):  # pragma: no cover - compiled
@@ -445,8 +445,9 @@ def two_operand_signs(c: np.ndarray, ta: np.ndarray, tb: np.ndarray, theta: floa
 
 def sign_product(c: np.ndarray, dy: np.ndarray, gain: np.ndarray, dx: np.ndarray,
                  inner: int = 1) -> np.ndarray:
-    """c · sign(dy) · sign(gain) · sign(dx) of flat arrays (int64 c, float64 rest), in int64;
-    point i's gain is gain[(i // inner) % len(gain)] (a gain broadcast over the points)."""
+    """sign(c) · sign(dy) · sign(gain) · sign(dx) of flat arrays (int64 c, float64 dy and dx,
+    float64 or int8 gain), in int64; point i's gain is gain[(i // inner) % len(gain)] (a gain
+    broadcast over the points)."""
     out = np.empty(c.shape[0], dtype=np.int64)
     with first_call(_sign_product):
         _sign_product(c, dy, gain, dx, inner, out)

@@ -31,8 +31,10 @@ class SelectionPolicy(ABC):
         """terms (N, K) float64, c_sign (N,), y_raw (N,) raw output values -> signs (N, K) int64."""
 
     @abstractmethod
-    def pointwise(self, c_sign: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
-        """One-to-one edge with a local gain (BN scale, f'(x), 1 for max) -> signs (same shape)."""
+    def pointwise(self, c: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
+        """One-to-one edge with a local gain (BN scale, f'(x), 1 for max) -> signs (int64, the
+        shape of C). ``c`` is C itself (only its sign counts, so rules need not take it); the
+        gain (float64, or int8 for 0/1 masks) broadcasts to it."""
 
     def movement(self, c_sign: Tensor) -> Tensor:
         """Data movement passes the sign of C unchanged."""
@@ -140,15 +142,16 @@ class NNSlicerPolicy(SelectionPolicy):
             return torch.from_numpy(sa).view(c.shape), torch.from_numpy(sb).view(c.shape)
         return super().two_terms(c, ta, tb, y_raw)
 
-    def pointwise(self, c_sign: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
-        inner = _broadcast_block(gain, c_sign.shape)
-        if (kernels.ENABLED and c_sign.device.type == "cpu" and c_sign.dtype == torch.int64
-                and c_sign.shape == dy.shape == dx.shape and inner is not None
-                and dy.dtype == dx.dtype == gain.dtype == torch.float64):
-            flat = [t.reshape(-1).numpy() for t in (c_sign, dy, gain, dx)]
-            return torch.from_numpy(kernels.sign_product(*flat, inner)).view(c_sign.shape)
+    def pointwise(self, c: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
+        inner = _broadcast_block(gain, c.shape)
+        if (kernels.ENABLED and c.device.type == "cpu" and c.dtype == torch.int64
+                and c.shape == dy.shape == dx.shape and inner is not None
+                and dy.dtype == dx.dtype == torch.float64
+                and gain.dtype in (torch.float64, torch.int8)):
+            flat = [t.reshape(-1).numpy() for t in (c, dy, gain, dx)]
+            return torch.from_numpy(kernels.sign_product(*flat, inner)).view(c.shape)
         s = dy.sign() * gain.sign() * dx.sign()
-        return c_sign * s.to(c_sign.dtype)
+        return c.sign() * s.to(torch.int64)
 
 
 class EffectivePathPolicy(SelectionPolicy):
@@ -177,8 +180,8 @@ class EffectivePathPolicy(SelectionPolicy):
         kept = (cand >= cut) & (cand > 0)
         return (c_sign != 0).to(torch.int64)[:, None] * kept
 
-    def pointwise(self, c_sign: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
-        return (c_sign != 0).to(torch.int64) * (gain != 0).to(torch.int64)
+    def pointwise(self, c: Tensor, dy: Tensor, gain: Tensor, dx: Tensor) -> Tensor:
+        return (c != 0).to(torch.int64) * (gain != 0).to(torch.int64)
 
     def movement(self, c_sign: Tensor) -> Tensor:
         return (c_sign != 0).to(torch.int64)

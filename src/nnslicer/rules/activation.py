@@ -32,7 +32,13 @@ def _param(step: Step, name: str, position: int, default: float) -> float:
 
 
 def _constant(sign: float) -> Callable[[Step, Tensor], Tensor]:
-    return lambda step, x: torch.full_like(x, sign, dtype=torch.float64)
+    """A gain of one sign everywhere, as one number (the policy broadcasts it)."""
+    return lambda step, x: torch.full((), sign, dtype=torch.float64, device=x.device)
+
+
+def _mask(inside: Tensor) -> Tensor:
+    """A 0/1 gain from a comparison, as int8 (a view of the bool; no float64 copy)."""
+    return inside.view(torch.int8)
 
 
 def _negative_part(name: str, default: float) -> Callable[[Step, Tensor], Tensor]:
@@ -49,7 +55,7 @@ def _hardtanh(step: Step, x: Tensor) -> Tensor:
         lo, hi = 0.0, 6.0
     else:
         lo, hi = _param(step, "min_val", 1, -1.0), _param(step, "max_val", 2, 1.0)
-    return ((x > lo) & (x < hi)).to(torch.float64)
+    return _mask((x > lo) & (x < hi))
 
 
 def _silu(step: Step, x: Tensor) -> Tensor:
@@ -73,14 +79,14 @@ def _hardswish(step: Step, x: Tensor) -> Tensor:
 
 
 def _hardsigmoid(step: Step, x: Tensor) -> Tensor:
-    return ((x > -3) & (x < 3)).to(torch.float64)
+    return _mask((x > -3) & (x < 3))
 
 
 # sign(f'(x)) in closed form, so saturated units (tanh(25) == 1.0) keep their true sign;
 # activations missing here use autograd
 _DERIVATIVE_SIGN: dict[object, Callable[[Step, Tensor], Tensor | None]] = {}
 for _keys, _fn in (
-    ((nn.ReLU, F.relu, torch.relu, "relu"), lambda step, x: (x > 0).to(torch.float64)),
+    ((nn.ReLU, F.relu, torch.relu, "relu"), lambda step, x: _mask(x > 0)),
     ((nn.Sigmoid, torch.sigmoid, F.sigmoid, "sigmoid", nn.Tanh, torch.tanh, F.tanh, "tanh",
       nn.Softplus, F.softplus, nn.SELU, F.selu), _constant(1.0)),
     ((nn.LeakyReLU, F.leaky_relu), _negative_part("negative_slope", 0.01)),
@@ -121,7 +127,7 @@ class ActivationRule(Rule):
     def backward(self, step: Step) -> None:
         x_arg = next(a for a in step.node.operands if step.is_live(a))
         gain = self._derivative_sign(step, x_arg)
-        signs = step.policy.pointwise(step.c_out.sign(), step.delta_out, gain, step.delta(x_arg))
+        signs = step.policy.pointwise(step.c_out, step.delta_out, gain, step.delta(x_arg))
         step.send(x_arg, signs)
 
 

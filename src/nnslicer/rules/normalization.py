@@ -55,7 +55,7 @@ class NormalizationRule(Rule):
             per_channel = isinstance(step.module, nn.GroupNorm | _InstanceNorm) or (
                 step.node.target in (F.group_norm, F.instance_norm))
             gain = broadcast_channels(weight, dx) if per_channel else weight
-        signs = step.policy.pointwise(step.c_out.sign(), step.delta_out, gain, dx)
+        signs = step.policy.pointwise(step.c_out, step.delta_out, gain, dx)
         step.send(x_arg, signs)
 
 

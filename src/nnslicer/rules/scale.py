@@ -53,7 +53,7 @@ class BatchNormRule(Rule):
         dx = step.delta(x_arg)
         gain = torch.ones((), dtype=torch.float64) if weight is None else broadcast_channels(
             weight.detach().double(), dx)
-        signs = step.policy.pointwise(step.c_out.sign(), step.delta_out, gain, dx)
+        signs = step.policy.pointwise(step.c_out, step.delta_out, gain, dx)
         step.send(x_arg, signs)
 
 
@@ -91,7 +91,7 @@ class ConstantScaleRule(Rule):
             gain = 1.0 / const if step.node.target in _DIVISIONS else const
         shape = step.c_out.shape
         dx = step.delta(x_arg).expand(shape)
-        signs = step.policy.pointwise(step.c_out.sign(), step.delta_out, gain.to(dx.device), dx)
+        signs = step.policy.pointwise(step.c_out, step.delta_out, gain.to(dx.device), dx)
         step.send(x_arg, sum_to_shape(signs, step.value(x_arg).shape))
 
 

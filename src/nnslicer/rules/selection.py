@@ -65,9 +65,9 @@ class MaxPoolRule(Rule):
         rows = x.numel() // plane
         flat_idx = idx.reshape(rows, -1)
         dx_sel = step.delta(x_arg).reshape(rows, -1).gather(1, flat_idx)
-        c_sign = step.c_out.reshape(rows, -1).sign()
+        c = step.c_out.reshape(rows, -1)
         dy = step.delta_out.reshape(rows, -1)
-        signs = step.policy.pointwise(c_sign, dy, torch.ones((), dtype=dy.dtype), dx_sel)
+        signs = step.policy.pointwise(c, dy, torch.ones((), dtype=dy.dtype), dx_sel)
         contrib = torch.zeros(rows, plane, dtype=torch.int64, device=x.device)
         contrib.scatter_add_(1, flat_idx, signs)
         step.send(x_arg, contrib.view(x.shape))
@@ -122,9 +122,9 @@ class MaxOverDimsRule(Rule):
         ids = ids.reshape(*[x.shape[d] for d in kept], -1)
         source = ids.gather(-1, idx.unsqueeze(-1)).squeeze(-1).reshape(-1)
         dx_sel = step.delta(x_arg).reshape(-1)[source]
-        c_sign = step.c_out.reshape(-1).sign()
+        c = step.c_out.reshape(-1)
         dy = step.delta_out.reshape(-1)
-        signs = step.policy.pointwise(c_sign, dy, torch.ones((), dtype=dy.dtype), dx_sel)
+        signs = step.policy.pointwise(c, dy, torch.ones((), dtype=dy.dtype), dx_sel)
         contrib = torch.zeros(x.numel(), dtype=torch.int64, device=x.device)
         contrib.index_add_(0, source, signs)
         step.send(x_arg, contrib.view(x.shape))

@@ -423,7 +423,7 @@ class AddSubRule(Rule):
             signs = step.policy.movement(c_sign)
         else:  # constant − x: a scale by a negative factor
             live = b
-            gain = torch.tensor(float(sign_b))
+            gain = torch.tensor(float(sign_b), dtype=torch.float64)
             dx = step.delta(b).expand(c_sign.shape)
             signs = step.policy.pointwise(c_sign, step.delta_out, gain, dx)
         step.send(live, sum_to_shape(signs, step.value(live).shape))
