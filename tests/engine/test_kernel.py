@@ -384,3 +384,39 @@ def test_fused_delta_equals_the_torch_path(dtype: torch.dtype, per_sample: bool,
     assert fused.dtype == reference.dtype == torch.float64
     assert torch.equal(fused, reference)
     assert fused.shape == value.shape and not fused.isnan().any()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "slice", "transposed", "scalar"])
+def test_any_nonzero_equals_torch_any(layout: str) -> None:
+    from nnslicer.backward import engine
+
+    base = torch.zeros(4, 3, 9, 10, dtype=torch.int64)
+    view = {"contiguous": lambda t: t, "slice": lambda t: t[:, :, 1:-1, 2:-2],
+            "transposed": lambda t: t.transpose(1, 3), "scalar": lambda t: t[0, 0, 0, 0]}[layout]
+    assert not engine._any_nonzero(view(base))
+    seen = set()
+    for pos in [(0, 0, 0, 0), (3, 2, 8, 9), (2, 1, 1, 2), (1, 2, 0, 5)]:
+        c = base.clone()  # non-zero first, last, inside and outside the slice
+        c[pos] = -2
+        want = bool(view(c).any())
+        assert engine._any_nonzero(view(c)) == want
+        seen.add(want)
+    assert seen == {True, False} if layout in ("slice", "scalar") else seen == {True}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bounds", [(0.0, None), (0.0, 6.0), (-3.0, 3.0)])
+def test_interval_gain_equals_the_torch_comparisons(dtype: torch.dtype, bounds: tuple,
+                                                    monkeypatch) -> None:
+    from nnslicer.rules import activation
+
+    lo, hi = bounds
+    x = torch.randn(4, 5, 6, dtype=dtype) * 5
+    x.view(-1)[:8] = torch.tensor([lo, 6.0, 3.0, -3.0, float("nan"), float("inf"),
+                                   float("-inf"), 0.0], dtype=dtype)
+    fused = activation._inside(x, lo, hi)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    reference = activation._inside(x, lo, hi)
+    assert fused.dtype == reference.dtype == torch.int8 and fused.shape == x.shape
+    assert torch.equal(fused, reference)
+    assert 0 < int(fused.sum()) < x.numel()

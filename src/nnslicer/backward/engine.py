@@ -101,6 +101,12 @@ class BackwardState:
         self._references.pop(name, None)
 
 
+def _any_nonzero(c: Tensor) -> bool:
+    if kernels.ENABLED and c.device.type == "cpu" and c.dim() > 0:
+        return kernels.any_nonzero(c.numpy())
+    return bool(c.any())
+
+
 def _fused_delta(value: Tensor, ref: Tensor) -> bool:
     """Whether Δ = value − ref runs in one numba pass (CPU, ref of one sample or per sample);
     torch makes four (convert, subtract, NaN test, any)."""
@@ -138,7 +144,7 @@ def run_backward(graph: OperatorGraph, values: dict[str, Any], seeds: dict[str, 
             continue
         if c is None:
             c = torch.zeros(value.shape, dtype=torch.int64, device=value.device)
-        elif node.rule is not None and bool(c.any()):
+        elif node.rule is not None and _any_nonzero(c):
             node.rule.backward(Step(state, node, c))
         c = state.layout(node.name).samples_first(c, batch)
         neurons[node.name] = c if per_sample else c.sum(0)

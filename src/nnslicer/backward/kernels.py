@@ -203,6 +203,21 @@ if AVAILABLE:
             _delta_run(v[b, j0:j1], ref[0 if one else b, j0:j1], out[b, j0:j1])
 
     @njit(cache=True)
+    def _inside(x, lo, hi, bounded, out):  # pragma: no cover - compiled
+        """out = lo < x (< hi when ``bounded``), 0/1; NaN gives 0."""
+        for i in range(x.shape[0]):
+            v = x[i]
+            out[i] = (v > lo) & ((v < hi) | (not bounded))
+
+    @njit(cache=True)
+    def _any_nonzero(a):  # pragma: no cover - compiled
+        """Whether any entry of a (any layout) is non-zero, stopping at the first."""
+        for v in a.flat:
+            if v != 0:
+                return True
+        return False
+
+    @njit(cache=True)
     def _live_points(c, y, groups, n, transposed):  # pragma: no cover - compiled
         """The n points (b, q, o) with C != 0, in row-major (b, q, o) order, as the kernel reads
         them: input row, weight row, sign of C, raw output (float64), b·Q + q. c and y are
@@ -413,6 +428,22 @@ def delta(v: np.ndarray, ref: np.ndarray) -> np.ndarray:
         with first_call(_delta):
             _delta(v, ref, out, block)
     return out
+
+
+def inside(x: np.ndarray, lo: float, hi: float | None) -> np.ndarray:
+    """int8 mask of lo < x < hi (hi None: no upper bound) over flat float x, in one pass
+    (torch's comparisons, their ``&`` and bool outputs took 3-6x as long)."""
+    out = np.empty(x.shape[0], dtype=np.int8)
+    with first_call(_inside):
+        _inside(x, float(lo), 0.0 if hi is None else float(hi), hi is not None, out)
+    return out
+
+
+def any_nonzero(a: np.ndarray) -> bool:
+    """``a.any()`` that stops at the first non-zero entry (torch reads every entry: ~30 µs for
+    a conv's C, checked once per node)."""
+    with first_call(_any_nonzero):
+        return bool(_any_nonzero(a))
 
 
 def live_points(c: np.ndarray, y: np.ndarray, groups: int, transposed: bool

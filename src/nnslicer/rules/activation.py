@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..backward import kernels
 from .base import Rule
 from .ruleset import Entry, live_operands, ops
 
@@ -36,8 +37,13 @@ def _constant(sign: float) -> Callable[[Step, Tensor], Tensor]:
     return lambda step, x: torch.full((), sign, dtype=torch.float64, device=x.device)
 
 
-def _mask(inside: Tensor) -> Tensor:
-    """A 0/1 gain from a comparison, as int8 (a view of the bool; no float64 copy)."""
+def _inside(x: Tensor, lo: float, hi: float | None = None) -> Tensor:
+    """The 0/1 gain lo < x < hi (hi None: no upper bound) as int8, the policy's mask dtype."""
+    if (kernels.ENABLED and x.device.type == "cpu" and x.is_contiguous()
+            and x.dtype in (torch.float32, torch.float64)):
+        flat = x.detach().reshape(-1).numpy()
+        return torch.from_numpy(kernels.inside(flat, lo, hi)).view(x.shape)
+    inside = x > lo if hi is None else (x > lo) & (x < hi)
     return inside.view(torch.int8)
 
 
@@ -55,7 +61,7 @@ def _hardtanh(step: Step, x: Tensor) -> Tensor:
         lo, hi = 0.0, 6.0
     else:
         lo, hi = _param(step, "min_val", 1, -1.0), _param(step, "max_val", 2, 1.0)
-    return _mask((x > lo) & (x < hi))
+    return _inside(x, lo, hi)
 
 
 def _silu(step: Step, x: Tensor) -> Tensor:
@@ -79,14 +85,14 @@ def _hardswish(step: Step, x: Tensor) -> Tensor:
 
 
 def _hardsigmoid(step: Step, x: Tensor) -> Tensor:
-    return _mask((x > -3) & (x < 3))
+    return _inside(x, -3.0, 3.0)
 
 
 # sign(f'(x)) in closed form, so saturated units (tanh(25) == 1.0) keep their true sign;
 # activations missing here use autograd
 _DERIVATIVE_SIGN: dict[object, Callable[[Step, Tensor], Tensor | None]] = {}
 for _keys, _fn in (
-    ((nn.ReLU, F.relu, torch.relu, "relu"), lambda step, x: _mask(x > 0)),
+    ((nn.ReLU, F.relu, torch.relu, "relu"), lambda step, x: _inside(x, 0.0)),
     ((nn.Sigmoid, torch.sigmoid, F.sigmoid, "sigmoid", nn.Tanh, torch.tanh, F.tanh, "tanh",
       nn.Softplus, F.softplus, nn.SELU, F.selu), _constant(1.0)),
     ((nn.LeakyReLU, F.leaky_relu), _negative_part("negative_slope", 0.01)),

@@ -237,12 +237,27 @@ def _linear_core(step: Step, x_arg: object, weight: Tensor, syn: SynapseTarget |
     O, K = weight.shape
     dx = (step.delta(x_arg) if dx is None else dx).contiguous()
     R = dx.numel() // K
-    ar = functools.partial(torch.arange, device=dx.device)
+    rowbase, koff = (torch.from_numpy(a).to(dx.device) for a in _row_offsets(R, K))
     signs = weighted_sum_windows(
-        step, dx.view(-1), ar(R) * K, ar(K), weight.detach(), step.c_out.reshape(1, R, O),
+        step, dx.view(-1), rowbase, koff, weight.detach(), step.c_out.reshape(1, R, O),
         step.value_out.reshape(1, R, O), 1, syn, lambda b, q, o: q * O + o, False,
     )
     return signs.view(dx.shape)
+
+
+def _row_offsets(rows: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rowbase, koff) of ``rows`` contiguous rows of K entries (a linear layer's inputs),
+    cached while small like ``window_offsets``. Callers must not write them."""
+    if rows <= _OFFSETS_CACHED_MAX:
+        return _cached_row_offsets(rows, K)
+    return _make_row_offsets(rows, K)
+
+
+def _make_row_offsets(rows: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(rows, dtype=np.int64) * K, np.arange(K, dtype=np.int64)
+
+
+_cached_row_offsets = functools.lru_cache(maxsize=64)(_make_row_offsets)
 
 
 def explicit_padding(
