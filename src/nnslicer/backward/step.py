@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -42,10 +43,17 @@ class Step:
         self.node = node
         self.module = node.module
         self.c_out = c_out
-        # live operands stay graph nodes (rules ask for their Δ and send to them); everything
-        # else — sizes read from shapes, constants, parameters — is its recorded value
-        self.args = fx.node.map_aggregate(node.fx_node.args, self._setting)
-        self.kwargs = fx.node.map_aggregate(node.fx_node.kwargs, self._setting)
+
+    # live operands stay graph nodes (rules ask for their Δ and send to them); everything else
+    # — sizes read from shapes, constants, parameters — is its recorded value. Built on first
+    # use: many rules read only their operands.
+    @functools.cached_property
+    def args(self) -> tuple[Any, ...]:
+        return fx.node.map_aggregate(self.node.fx_node.args, self._setting)
+
+    @functools.cached_property
+    def kwargs(self) -> dict[str, Any]:
+        return fx.node.map_aggregate(self.node.fx_node.kwargs, self._setting)
 
     def _setting(self, a: Any) -> Any:
         if isinstance(a, fx.Node) and a.name not in self._state.live:

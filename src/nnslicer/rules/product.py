@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .base import TERM_BUDGET, Rule, sum_to_shape, unsupported
+from .base import Rule, sum_to_shape, unsupported
 from .ruleset import Entry, live_operands, ops
+from .weighted_sum import row_offsets, weighted_sum_windows
 
 if TYPE_CHECKING:
     from ..backward.step import Step
@@ -71,27 +72,26 @@ class MatmulRule(Rule):
         (I, K), J = va.shape[-2:], vb.shape[-1]
         a_shape, b_shape = (*batch, I, K), (*batch, K, J)
         da = step.delta(a).expand(a_shape).reshape(-1, I, K)
-        db = step.delta(b).expand(b_shape).reshape(-1, K, J)
+        db_t = step.delta(b).expand(b_shape).reshape(-1, K, J).transpose(1, 2)
         ma = _midpoint(step, a, torch.Size(a_shape)).reshape(-1, I, K)
         mb_t = _midpoint(step, b, torch.Size(b_shape)).reshape(-1, K, J).transpose(1, 2)
-        db_t = db.transpose(1, 2)
-        c = step.c_out.reshape(-1, I, J)
-        y = step.value_out.reshape(-1, I, J)
-        # signs of a[m, i, :] and of bᵀ[m, j, :], one row per (matrix, row): whole rows are
-        # added (index_add_), ~10x cheaper than index_put_ of every (m, i, k) on CPU
-        ca = torch.zeros(da.shape, dtype=torch.int64, device=da.device)
-        cb_t = torch.zeros(db_t.shape, dtype=torch.int64, device=da.device)
-        ca_rows, cb_rows = ca.view(-1, K), cb_t.view(-1, K)
-        nz = c.nonzero()
-        chunk = max(1, TERM_BUDGET // (2 * K))
-        for s in range(0, nz.shape[0], chunk):
-            m, i, j = nz[s : s + chunk].unbind(1)
-            terms = torch.cat([da[m, i] * mb_t[m, j], db_t[m, j] * ma[m, i]], dim=1)
-            signs = step.policy.weighted_sum(terms, c[m, i, j].sign(),
-                                             y[m, i, j].to(torch.float64)).to(torch.int64)
-            ca_rows.index_add_(0, m * I + i, signs[:, :K])
-            cb_rows.index_add_(0, m * J + j, signs[:, K:])
-        for operand, contrib, shape in ((a, ca, a_shape), (b, cb_t.transpose(1, 2), b_shape)):
+        M = da.shape[0]
+        # A grouped weighted sum with one group per matrix m: output (m, i, j) reads row
+        # (m, i) = [Δa[m, i, :], ā·a midpoints] against weight row (m, j) = [b midpoints,
+        # Δb[m, :, j]], so its 2K terms are a's then b's, as the reading pins them. Signs
+        # reaching the rows' first halves are a's; the "synapse" counts of the weight rows'
+        # second halves are b's.
+        rows = torch.cat([da, ma], dim=2).reshape(-1)
+        weights = torch.cat([mb_t, db_t], dim=2).reshape(M * J, 2 * K)
+        c = step.c_out.reshape(M, I, J).permute(1, 0, 2).reshape(1, I, M * J)
+        y = step.value_out.reshape(M, I, J).permute(1, 0, 2).reshape(1, I, M * J)
+        counts = step.synapse_scratch([], M * J, 2 * K)
+        rowbase, koff = (torch.from_numpy(t).to(rows.device) for t in row_offsets(M * I, 2 * K))
+        signs = weighted_sum_windows(step, rows, rowbase, koff, weights, c, y, M, counts,
+                                     lambda b, q, o: q * (M * J) + o, False)
+        ca = signs.view(M, I, 2 * K)[:, :, :K]
+        cb = counts.buffer.view(M, J, 2 * K)[:, :, K:].transpose(1, 2)
+        for operand, contrib, shape in ((a, ca, a_shape), (b, cb, b_shape)):
             step.send(operand, sum_to_shape(contrib.reshape(shape), step.value(operand).shape))
 
 

@@ -237,7 +237,7 @@ def _linear_core(step: Step, x_arg: object, weight: Tensor, syn: SynapseTarget |
     O, K = weight.shape
     dx = (step.delta(x_arg) if dx is None else dx).contiguous()
     R = dx.numel() // K
-    rowbase, koff = (torch.from_numpy(a).to(dx.device) for a in _row_offsets(R, K))
+    rowbase, koff = (torch.from_numpy(a).to(dx.device) for a in row_offsets(R, K))
     signs = weighted_sum_windows(
         step, dx.view(-1), rowbase, koff, weight.detach(), step.c_out.reshape(1, R, O),
         step.value_out.reshape(1, R, O), 1, syn, lambda b, q, o: q * O + o, False,
@@ -245,7 +245,7 @@ def _linear_core(step: Step, x_arg: object, weight: Tensor, syn: SynapseTarget |
     return signs.view(dx.shape)
 
 
-def _row_offsets(rows: int, K: int) -> tuple[np.ndarray, np.ndarray]:
+def row_offsets(rows: int, K: int) -> tuple[np.ndarray, np.ndarray]:
     """(rowbase, koff) of ``rows`` contiguous rows of K entries (a linear layer's inputs),
     cached while small like ``window_offsets``. Callers must not write them."""
     if rows <= _OFFSETS_CACHED_MAX:
