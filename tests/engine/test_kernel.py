@@ -420,3 +420,41 @@ def test_interval_gain_equals_the_torch_comparisons(dtype: torch.dtype, bounds: 
     assert fused.dtype == reference.dtype == torch.int8 and fused.shape == x.shape
     assert torch.equal(fused, reference)
     assert 0 < int(fused.sum()) < x.numel()
+
+
+class _Attention(torch.nn.Module):
+    """Two heads of self-attention: both matrix products have two input-dependent operands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(8, 24)
+        self.head = torch.nn.Linear(5 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        attn = torch.softmax(q @ k.transpose(-2, -1) * 0.5, dim=-1)
+        return self.head((attn @ v).transpose(1, 2).reshape(B, -1))
+
+
+@pytest.mark.parametrize("policy", ["nnslicer", "effective-path"])
+def test_matrix_products_through_the_kernel_equal_the_torch_path(policy: str,
+                                                                 monkeypatch) -> None:
+    import nnslicer
+
+    torch.manual_seed(3)
+    model = _Attention().eval()
+    if policy == "nnslicer":
+        slicer = nnslicer.Slicer(model, theta=0.2, progress=False)
+        slicer.profile([torch.randn(16, 5, 8)])
+    else:
+        slicer = nnslicer.EffectivePath(model, theta=0.5, progress=False)
+    x = torch.randn(4, 5, 8)
+    fast = slicer.slice(x, per_sample=True)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    slow = slicer.slice(x, per_sample=True)
+    for name, s in slow.synapses.items():
+        assert torch.equal(fast.synapses[name], s), name
+    for name, n in slow.neurons.items():
+        assert torch.equal(fast.neurons[name], n), name
+    assert any(bool(s.any()) for s in slow.synapses.values())
