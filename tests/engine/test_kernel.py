@@ -35,6 +35,13 @@ def torch_policy_signs(policy, terms: torch.Tensor, csign: torch.Tensor, yraw: t
         kernels.ENABLED = enabled
 
 
+def sliced_both_ways(slicer, x: torch.Tensor, monkeypatch) -> tuple:
+    """Per-sample slices of x through the numba kernels, then through the torch formulation."""
+    fast = slicer.slice(x, per_sample=True)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    return fast, slicer.slice(x, per_sample=True)
+
+
 def kernel_vs_policy(x: np.ndarray, w: np.ndarray, csign: np.ndarray, yraw: np.ndarray,
                      mode: int, theta: float) -> None:
     """One output point per (row of x, row of w); compare the signs both paths add."""
@@ -225,9 +232,7 @@ def test_pool_windows_through_the_kernel_equal_the_torch_path(pool, monkeypatch)
     slicer = nnslicer.Slicer(model, theta=0.2, batch_size=8)
     slicer.profile([torch.randn(24, 3, 9, 9)])
     x = torch.randn(8, 3, 9, 9)
-    fast = slicer.slice(x, per_sample=True)
-    monkeypatch.setattr(kernels, "ENABLED", False)
-    slow = slicer.slice(x, per_sample=True)
+    fast, slow = sliced_both_ways(slicer, x, monkeypatch)
     for name, n in slow.neurons.items():
         assert torch.equal(fast.neurons[name], n), name
     assert slow.neurons["_1"].abs().sum() > 0  # the pool passed signs back (to the ReLU)
@@ -244,9 +249,7 @@ def test_pool_1d_windows_through_the_kernel_equal_the_torch_path(monkeypatch) ->
     slicer = nnslicer.Slicer(model, theta=0.2, batch_size=8)
     slicer.profile([torch.randn(24, 2, 14)])
     x = torch.randn(8, 2, 14)
-    fast = slicer.slice(x, per_sample=True)
-    monkeypatch.setattr(kernels, "ENABLED", False)
-    slow = slicer.slice(x, per_sample=True)
+    fast, slow = sliced_both_ways(slicer, x, monkeypatch)
     for name, n in slow.neurons.items():
         assert torch.equal(fast.neurons[name], n), name
     assert slow.neurons["_1"].abs().sum() > 0
@@ -450,9 +453,7 @@ def test_matrix_products_through_the_kernel_equal_the_torch_path(policy: str,
     else:
         slicer = nnslicer.EffectivePath(model, theta=0.5, progress=False)
     x = torch.randn(4, 5, 8)
-    fast = slicer.slice(x, per_sample=True)
-    monkeypatch.setattr(kernels, "ENABLED", False)
-    slow = slicer.slice(x, per_sample=True)
+    fast, slow = sliced_both_ways(slicer, x, monkeypatch)
     for name, s in slow.synapses.items():
         assert torch.equal(fast.synapses[name], s), name
     for name, n in slow.neurons.items():
