@@ -77,16 +77,16 @@ class MatmulRule(Rule):
         mb_t = _midpoint(step, b, torch.Size(b_shape)).reshape(-1, K, J).transpose(1, 2)
         M = da.shape[0]
         # A grouped weighted sum with one group per matrix m: output (m, i, j) reads row
-        # (m, i) = [Δa[m, i, :], ā·a midpoints] against weight row (m, j) = [b midpoints,
-        # Δb[m, :, j]], so its 2K terms are a's then b's, as the reading pins them. Signs
-        # reaching the rows' first halves are a's; the "synapse" counts of the weight rows'
-        # second halves are b's.
+        # (m, i) = [Δa[m, i, :], (a + ā)[m, i, :] / 2] against weight row (m, j) =
+        # [(b + b̄)[m, :, j] / 2, Δb[m, :, j]], so its 2K terms are a's then b's, as the
+        # reading pins them. Signs reaching the rows' first halves are a's; the "synapse"
+        # counts of the weight rows' second halves are b's.
         rows = torch.cat([da, ma], dim=2).reshape(-1)
         weights = torch.cat([mb_t, db_t], dim=2).reshape(M * J, 2 * K)
         c = step.c_out.reshape(M, I, J).permute(1, 0, 2).reshape(1, I, M * J)
         y = step.value_out.reshape(M, I, J).permute(1, 0, 2).reshape(1, I, M * J)
         counts = step.synapse_scratch([], M * J, 2 * K)
-        rowbase, koff = (torch.from_numpy(t).to(rows.device) for t in row_offsets(M * I, 2 * K))
+        rowbase, koff = row_offsets(M * I, 2 * K, rows.device)
         signs = weighted_sum_windows(step, rows, rowbase, koff, weights, c, y, M, counts,
                                      lambda b, q, o: q * (M * J) + o, False)
         ca = signs.view(M, I, 2 * K)[:, :, :K]

@@ -237,7 +237,7 @@ def _linear_core(step: Step, x_arg: object, weight: Tensor, syn: SynapseTarget |
     O, K = weight.shape
     dx = (step.delta(x_arg) if dx is None else dx).contiguous()
     R = dx.numel() // K
-    rowbase, koff = (torch.from_numpy(a).to(dx.device) for a in row_offsets(R, K))
+    rowbase, koff = row_offsets(R, K, dx.device)
     signs = weighted_sum_windows(
         step, dx.view(-1), rowbase, koff, weight.detach(), step.c_out.reshape(1, R, O),
         step.value_out.reshape(1, R, O), 1, syn, lambda b, q, o: q * O + o, False,
@@ -245,12 +245,12 @@ def _linear_core(step: Step, x_arg: object, weight: Tensor, syn: SynapseTarget |
     return signs.view(dx.shape)
 
 
-def row_offsets(rows: int, K: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rowbase, koff) of ``rows`` contiguous rows of K entries (a linear layer's inputs),
-    cached while small like ``window_offsets``. Callers must not write them."""
-    if rows <= _OFFSETS_CACHED_MAX:
-        return _cached_row_offsets(rows, K)
-    return _make_row_offsets(rows, K)
+def row_offsets(rows: int, K: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(rowbase, koff) of ``rows`` contiguous rows of K entries (a linear layer's inputs), as
+    int64 tensors on ``device``; cached while small like ``window_offsets``. Callers must not
+    write them."""
+    make = _cached_row_offsets if rows <= _OFFSETS_CACHED_MAX else _make_row_offsets
+    return tuple(torch.from_numpy(a).to(device) for a in make(rows, K))
 
 
 def _make_row_offsets(rows: int, K: int) -> tuple[np.ndarray, np.ndarray]:
